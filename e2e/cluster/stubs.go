@@ -1,0 +1,6 @@
+package main
+
+func runUp(args []string) int   { return 1 }
+func runEtcd(args []string) int { return 1 }
+func runNode(args []string) int { return 1 }
+func kubeVersion() string       { return "" }

@@ -1,0 +1,61 @@
+//! The `kfaas` command line: one subcommand per part.
+//!
+//! Each subcommand keeps its arguments and entry point in its own file; every flag can also come
+//! from a `KFAAS_*` environment variable so a pod can be configured without args.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod controller;
+mod crds;
+mod gateway;
+mod import;
+mod invoke;
+mod local;
+mod logging;
+mod runtime;
+
+#[derive(Debug, Parser)]
+#[command(name = "kfaas", version, about = "AWS Lambda + API Gateway semantics on Kubernetes, or on a laptop")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile Function, Route, Stage and UsagePlan objects on a cluster.
+    Controller(controller::Args),
+    /// Run the data plane: routing, policies, activator, invocation.
+    Gateway(gateway::Args),
+    /// Supervise one function instance: serve the Lambda Runtime API and the invoke endpoint.
+    Runtime(runtime::Args),
+    /// Run the whole platform on this machine from the YAML objects in a folder.
+    Local(local::Args),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds(crds::Args),
+    /// Invoke a function instance with an event and print the result.
+    Invoke(invoke::Args),
+    /// Convert an AWS SAM template into kfaas objects.
+    Import(import::Args),
+}
+
+/// Runs the chosen subcommand and turns its outcome into the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Controller(args) => controller::run(args),
+        Command::Gateway(args) => gateway::run(args),
+        Command::Runtime(args) => runtime::run(args),
+        Command::Local(args) => local::run(args),
+        Command::Crds(args) => crds::run(args),
+        Command::Invoke(args) => invoke::run(args),
+        Command::Import(args) => import::run(args),
+    }
+}
+
+/// The exit code of a subcommand that a later release fills in.
+fn not_yet_implemented(name: &str) -> ExitCode {
+    eprintln!("kfaas {name}: not yet implemented");
+    ExitCode::from(2)
+}

@@ -1,0 +1,11 @@
+//! kfaas: the AWS Lambda + API Gateway model on Kubernetes, and on a laptop with no cluster.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod autoscaler;
+pub mod backend;
+pub mod cli;
+pub mod controller;
+pub mod gateway;
+pub mod local;
+pub mod runtime;
