@@ -8,4 +8,5 @@ pub mod cli;
 pub mod controller;
 pub mod gateway;
 pub mod local;
+pub mod objects;
 pub mod runtime;

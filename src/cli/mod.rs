@@ -17,7 +17,11 @@ mod logging;
 mod runtime;
 
 #[derive(Debug, Parser)]
-#[command(name = "kfaas", version, about = "AWS Lambda + API Gateway semantics on Kubernetes, or on a laptop")]
+#[command(
+    name = "kfaas",
+    version,
+    about = "AWS Lambda + API Gateway semantics on Kubernetes, or on a laptop"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
