@@ -1,0 +1,715 @@
+//! The invocation queue and the handler slots: the state machine at the heart of the runtime.
+//!
+//! One slot is one handler process (or, in sidecar mode, the one handler someone else runs),
+//! with its own Runtime API address, so a `/next` always says which process asks. Invocations
+//! wait in a FIFO queue until a slot's `/next` is pending; the slot is then busy until the
+//! handler posts a response or an error, times out, or dies.
+//!
+//! All state sits behind one `std::sync::Mutex` held only for short, non-async sections; the
+//! HTTP handlers and the per-slot supervisors call in, and the pool tells a supervisor what to
+//! do to its process through a [`SlotEvent`] channel. Nothing here spawns or kills itself, so
+//! the transitions are tested without processes.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::report;
+
+/// One invocation as accepted by the invoke endpoint.
+#[derive(Debug)]
+pub struct Invocation {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// What a `/next` hands to the handler.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub deadline_epoch_ms: u128,
+    pub trace_id: String,
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+}
+
+/// How one invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Response {
+        body: Bytes,
+        content_type: Option<String>,
+    },
+    FunctionError {
+        body: Bytes,
+    },
+    Timeout {
+        after: Duration,
+    },
+    Crash {
+        body: Bytes,
+    },
+    InitError {
+        body: Bytes,
+    },
+}
+
+/// What the pool asks of a slot's supervisor.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SlotEvent {
+    /// An invocation was delivered; kill the process if it is still running at `deadline`.
+    Started {
+        request_id: String,
+        deadline: Instant,
+    },
+    /// The handler reported an init error: end the process.
+    InitFailed,
+    /// Demand arrived for a failed slot: start a process again.
+    Restart,
+    /// The runtime is shutting down: stop the process gracefully.
+    Stop,
+}
+
+/// What a supervisor does after its process exited.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    Restart(Duration),
+    /// Leave the slot failed until demand asks for a restart.
+    Wait,
+    Done,
+}
+
+/// The runtime is shutting down and takes no new invocations.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the runtime is shutting down")]
+pub struct Stopping;
+
+/// Runtime API refusals, as the AWS emulator renders them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RapiError {
+    #[error("State transition from {from} to {to} failed for runtime.")]
+    InvalidStateTransition {
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("Invalid request ID")]
+    InvalidRequestId,
+}
+
+impl RapiError {
+    /// The `errorType` of the error body.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidStateTransition { .. } => "InvalidStateTransition",
+            Self::InvalidRequestId => "InvalidRequestID",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    request_id: String,
+    /// `None` once the caller has been answered (a timeout in sidecar mode, where the late
+    /// response is still accepted and dropped).
+    reply: Option<oneshot::Sender<Outcome>>,
+    started: Instant,
+    init: Option<Duration>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// A process was spawned and has not polled `/next` yet.
+    Starting,
+    /// The process is being ended on purpose (timeout, crash) and will be replaced.
+    Restarting,
+    /// Initialised, between invocations, not polling.
+    Idle,
+    /// Initialised and polling `/next`; the sender completes that poll.
+    Waiting(Option<oneshot::Sender<Delivery>>),
+    Busy(Active),
+    /// Init failed with this error body; restarted only when an invocation asks.
+    Failed(Bytes),
+    Stopped,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Starting | Self::Restarting => "Starting",
+            Self::Idle | Self::Waiting(_) => "Ready",
+            Self::Busy(_) => "Invoking",
+            Self::Failed(_) => "InitError",
+            Self::Stopped => "Stopped",
+        }
+    }
+
+    fn initialised(&self) -> bool {
+        matches!(self, Self::Idle | Self::Waiting(_) | Self::Busy(_))
+    }
+
+    fn healthy(&self) -> bool {
+        !matches!(self, Self::Failed(_) | Self::Stopped)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    phase: Phase,
+    pid: Option<u32>,
+    spawned_at: Instant,
+    /// Measured at the first `/next` of a process, reported with its first invocation.
+    init: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Invocation>,
+    slots: Vec<Slot>,
+    stopping: bool,
+    announced_ready: bool,
+    announced_init_failed: bool,
+}
+
+/// The shared queue and slots of one runtime.
+pub struct Pool {
+    state: Mutex<State>,
+    timeout: Duration,
+    memory_mb: u32,
+    /// Whether the pool owns the processes (spawn mode) or serves an external handler.
+    owns_processes: bool,
+    events: Vec<mpsc::UnboundedSender<SlotEvent>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Pool {
+    /// A pool of `slots` slots; returns each slot's event receiver for its supervisor.
+    pub fn new(
+        slots: usize,
+        timeout: Duration,
+        memory_mb: u32,
+        owns_processes: bool,
+    ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<SlotEvent>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..slots).map(|_| mpsc::unbounded_channel()).unzip();
+        let now = Instant::now();
+        let state = State {
+            queue: VecDeque::new(),
+            slots: (0..slots)
+                .map(|_| Slot {
+                    phase: Phase::Starting,
+                    pid: None,
+                    spawned_at: now,
+                    init: None,
+                })
+                .collect(),
+            stopping: false,
+            announced_ready: false,
+            announced_init_failed: false,
+        };
+        let pool = Self {
+            state: Mutex::new(state),
+            timeout,
+            memory_mb,
+            owns_processes,
+            events: senders,
+            ready: watch::channel(false).0,
+        };
+        (Arc::new(pool), receivers)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough state; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every slot initialised and the runtime not stopping.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// How many invocations are queued or running.
+    pub fn in_flight(&self) -> usize {
+        let st = self.lock();
+        st.queue.len()
+            + st.slots
+                .iter()
+                .filter(|s| matches!(&s.phase, Phase::Busy(a) if a.reply.is_some()))
+                .count()
+    }
+
+    /// Queues an invocation; refused when the runtime is stopping.
+    pub fn submit(&self, invocation: Invocation) -> Result<(), Stopping> {
+        let mut st = self.lock();
+        if st.stopping {
+            return Err(Stopping);
+        }
+        st.queue.push_back(invocation);
+        if !st.slots.iter().any(|s| s.phase.healthy()) {
+            if self.owns_processes {
+                for (i, slot) in st.slots.iter_mut().enumerate() {
+                    if matches!(slot.phase, Phase::Failed(_)) {
+                        slot.phase = Phase::Restarting;
+                        self.send(i, SlotEvent::Restart);
+                    }
+                }
+            } else if let Some(body) = first_failure(&st) {
+                fail_queue(&mut st, &body);
+            }
+        }
+        self.dispatch(&mut st);
+        Ok(())
+    }
+
+    /// A handler polls `/next`: the returned receiver completes when an invocation is
+    /// delivered to this slot (at once when one is queued).
+    pub fn poll_next(&self, slot: usize) -> Result<oneshot::Receiver<Delivery>, RapiError> {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        if let Phase::Busy(_) = s.phase {
+            return Err(RapiError::InvalidStateTransition {
+                from: s.phase.name(),
+                to: "Invoking",
+            });
+        }
+        if !s.phase.initialised() {
+            s.init = Some(s.spawned_at.elapsed());
+        }
+        let (tx, rx) = oneshot::channel();
+        s.phase = Phase::Waiting(Some(tx));
+        self.dispatch(&mut st);
+        self.refresh(&mut st);
+        Ok(rx)
+    }
+
+    /// The handler posted a response or an error for `request_id`.
+    pub fn complete(
+        &self,
+        slot: usize,
+        request_id: &str,
+        outcome: Outcome,
+    ) -> Result<(), RapiError> {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        let active = match &s.phase {
+            Phase::Busy(a) if a.request_id == request_id => {
+                match std::mem::replace(&mut s.phase, Phase::Idle) {
+                    Phase::Busy(a) => a,
+                    _ => return Err(RapiError::InvalidRequestId),
+                }
+            }
+            Phase::Busy(_) => return Err(RapiError::InvalidRequestId),
+            other => {
+                return Err(RapiError::InvalidStateTransition {
+                    from: other.name(),
+                    to: "InvocationResponse",
+                });
+            }
+        };
+        if let Some(reply) = active.reply {
+            self.report_end(
+                &active.request_id,
+                active.started.elapsed(),
+                s.pid,
+                active.init,
+            );
+            let _ = reply.send(outcome);
+        }
+        self.refresh(&mut st);
+        Ok(())
+    }
+
+    /// The handler posted `/init/error`.
+    pub fn init_error(&self, slot: usize, body: Bytes) -> Result<(), RapiError> {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        if !matches!(s.phase, Phase::Starting | Phase::Restarting) {
+            return Err(RapiError::InvalidStateTransition {
+                from: s.phase.name(),
+                to: "InitError",
+            });
+        }
+        s.phase = Phase::Failed(body.clone());
+        self.send(slot, SlotEvent::InitFailed);
+        self.after_failure(&mut st, &body);
+        Ok(())
+    }
+
+    /// The deadline of `request_id` passed. Returns whether the process must be killed.
+    pub fn expire(&self, slot: usize, request_id: &str) -> bool {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        let Phase::Busy(active) = &mut s.phase else {
+            return false;
+        };
+        if active.request_id != request_id {
+            return false;
+        }
+        let Some(reply) = active.reply.take() else {
+            return false;
+        };
+        let (id, init) = (active.request_id.clone(), active.init);
+        self.report_end(&id, self.timeout, s.pid, init);
+        let _ = reply.send(Outcome::Timeout {
+            after: self.timeout,
+        });
+        if self.owns_processes {
+            s.phase = Phase::Restarting;
+        }
+        self.refresh(&mut st);
+        self.owns_processes
+    }
+
+    /// A supervisor started a process for `slot`.
+    pub fn process_started(&self, slot: usize, pid: Option<u32>) {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        s.phase = Phase::Starting;
+        s.pid = pid;
+        s.spawned_at = Instant::now();
+        s.init = None;
+        self.refresh(&mut st);
+    }
+
+    /// A supervisor could not spawn the process at all.
+    pub fn spawn_failed(&self, slot: usize, message: &str) {
+        let body = error_body("Runtime.ExitError", message);
+        let mut st = self.lock();
+        st.slots[slot].phase = Phase::Failed(body.clone());
+        self.after_failure(&mut st, &body);
+    }
+
+    /// A slot's process exited; `how` reads like "exit status 1" or "signal: killed".
+    pub fn process_exited(&self, slot: usize, how: &str) -> ExitAction {
+        let mut st = self.lock();
+        let stopping = st.stopping;
+        let s = &mut st.slots[slot];
+        s.pid = None;
+        let uptime = s.spawned_at.elapsed();
+        let phase = std::mem::replace(&mut s.phase, Phase::Restarting);
+        let action = match phase {
+            _ if stopping => {
+                s.phase = Phase::Stopped;
+                ExitAction::Done
+            }
+            Phase::Stopped => {
+                s.phase = Phase::Stopped;
+                ExitAction::Done
+            }
+            Phase::Busy(active) => {
+                if let Some(reply) = active.reply {
+                    let message = format!(
+                        "RequestId: {} Error: Runtime exited with error: {how}",
+                        active.request_id
+                    );
+                    self.report_end(
+                        &active.request_id,
+                        active.started.elapsed(),
+                        None,
+                        active.init,
+                    );
+                    let _ = reply.send(Outcome::Crash {
+                        body: error_body("Runtime.ExitError", &message),
+                    });
+                }
+                ExitAction::Restart(Duration::ZERO)
+            }
+            Phase::Restarting => ExitAction::Restart(Duration::ZERO),
+            // A process that dies soon after starting is not restarted in a hot loop.
+            Phase::Idle | Phase::Waiting(_) => {
+                ExitAction::Restart(if uptime < Duration::from_secs(1) {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                })
+            }
+            Phase::Starting => {
+                let body = error_body(
+                    "Runtime.ExitError",
+                    &format!("Runtime exited before it was ready: {how}"),
+                );
+                s.phase = Phase::Failed(body.clone());
+                self.after_failure(&mut st, &body);
+                ExitAction::Wait
+            }
+            Phase::Failed(body) => {
+                s.phase = Phase::Failed(body);
+                if st.queue.is_empty() {
+                    ExitAction::Wait
+                } else {
+                    st.slots[slot].phase = Phase::Restarting;
+                    ExitAction::Restart(Duration::ZERO)
+                }
+            }
+        };
+        self.refresh(&mut st);
+        action
+    }
+
+    /// Refuses new invocations and asks every supervisor to stop its process.
+    pub fn stop(&self) {
+        let mut st = self.lock();
+        st.stopping = true;
+        for i in 0..st.slots.len() {
+            self.send(i, SlotEvent::Stop);
+        }
+        self.refresh(&mut st);
+    }
+
+    fn send(&self, slot: usize, event: SlotEvent) {
+        if let Some(tx) = self.events.get(slot) {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Hands queued invocations to waiting slots, first come first served.
+    fn dispatch(&self, st: &mut State) {
+        while let Some(invocation) = st.queue.pop_front() {
+            if invocation.reply.is_closed() {
+                continue; // the caller went away while it waited
+            }
+            let Some(slot) = st
+                .slots
+                .iter()
+                .position(|s| matches!(s.phase, Phase::Waiting(Some(_))))
+            else {
+                st.queue.push_front(invocation);
+                return;
+            };
+            let s = &mut st.slots[slot];
+            let Phase::Waiting(Some(tx)) = std::mem::replace(&mut s.phase, Phase::Idle) else {
+                continue;
+            };
+            let deadline_epoch_ms = (SystemTime::now() + self.timeout)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let delivery = Delivery {
+                request_id: invocation.request_id.clone(),
+                payload: invocation.payload.clone(),
+                deadline_epoch_ms,
+                trace_id: invocation.trace_id.clone(),
+                client_context: invocation.client_context.clone(),
+                cognito_identity: invocation.cognito_identity.clone(),
+            };
+            report::emit(&report::start_line(&invocation.request_id));
+            if tx.send(delivery).is_err() {
+                // That poll's connection is gone; the handler will poll again.
+                st.queue.push_front(invocation);
+                continue;
+            }
+            let now = Instant::now();
+            self.send(
+                slot,
+                SlotEvent::Started {
+                    request_id: invocation.request_id.clone(),
+                    deadline: now + self.timeout,
+                },
+            );
+            s.phase = Phase::Busy(Active {
+                request_id: invocation.request_id,
+                reply: Some(invocation.reply),
+                started: now,
+                init: s.init.take(),
+            });
+        }
+    }
+
+    /// After a slot failed to initialise: announce it once, and answer the queue with the
+    /// failure when no other slot could serve it.
+    fn after_failure(&self, st: &mut State, body: &Bytes) {
+        if !st.announced_init_failed {
+            st.announced_init_failed = true;
+            report::emit(report::INIT_FAILED);
+        }
+        if !st.slots.iter().any(|s| s.phase.healthy()) {
+            fail_queue(st, body);
+        }
+        self.refresh(st);
+    }
+
+    fn refresh(&self, st: &mut State) {
+        let ready = !st.stopping && st.slots.iter().all(|s| s.phase.initialised());
+        self.ready
+            .send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        if ready && !st.announced_ready {
+            st.announced_ready = true;
+            report::emit(report::READY);
+        }
+    }
+
+    fn report_end(
+        &self,
+        request_id: &str,
+        duration: Duration,
+        pid: Option<u32>,
+        init: Option<Duration>,
+    ) {
+        let used = pid.and_then(report::max_memory_used_mb);
+        report::emit(&report::end_line(request_id));
+        report::emit(&report::report_line(
+            request_id,
+            duration,
+            self.memory_mb,
+            used,
+            init,
+        ));
+    }
+}
+
+fn first_failure(st: &State) -> Option<Bytes> {
+    st.slots.iter().find_map(|s| match &s.phase {
+        Phase::Failed(body) => Some(body.clone()),
+        _ => None,
+    })
+}
+
+fn fail_queue(st: &mut State, body: &Bytes) {
+    for invocation in st.queue.drain(..) {
+        let _ = invocation
+            .reply
+            .send(Outcome::InitError { body: body.clone() });
+    }
+}
+
+/// Lambda's error shape, for errors the runtime itself reports.
+pub fn error_body(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(id: &str) -> (Invocation, oneshot::Receiver<Outcome>) {
+        let (reply, rx) = oneshot::channel();
+        let inv = Invocation {
+            request_id: id.to_owned(),
+            payload: Bytes::from_static(b"{}"),
+            trace_id: "t".to_owned(),
+            client_context: None,
+            cognito_identity: None,
+            reply,
+        };
+        (inv, rx)
+    }
+
+    fn delivered(rx: &mut oneshot::Receiver<Delivery>) -> Option<String> {
+        rx.try_recv().ok().map(|d| d.request_id)
+    }
+
+    #[test]
+    fn invocations_wait_for_a_poll_and_complete() {
+        let (pool, mut events) = Pool::new(1, Duration::from_secs(3), 128, true);
+        pool.process_started(0, None);
+        assert!(!pool.is_ready());
+        let (inv, mut out) = invocation("a");
+        assert!(pool.submit(inv).is_ok());
+        let mut next = pool.poll_next(0).expect("poll");
+        assert!(pool.is_ready());
+        assert_eq!(delivered(&mut next).as_deref(), Some("a"));
+        assert!(
+            matches!(events[0].try_recv(), Ok(SlotEvent::Started { request_id, .. }) if request_id == "a")
+        );
+        assert_eq!(
+            pool.complete(0, "b", Outcome::Crash { body: Bytes::new() }),
+            Err(RapiError::InvalidRequestId)
+        );
+        pool.complete(
+            0,
+            "a",
+            Outcome::Response {
+                body: Bytes::from_static(b"1"),
+                content_type: None,
+            },
+        )
+        .expect("complete");
+        assert!(matches!(out.try_recv(), Ok(Outcome::Response { body, .. }) if body == "1"));
+        assert!(matches!(
+            pool.complete(0, "a", Outcome::Crash { body: Bytes::new() }),
+            Err(RapiError::InvalidStateTransition { .. })
+        ));
+    }
+
+    #[test]
+    fn timeout_answers_and_restarts_the_slot() {
+        let (pool, _events) = Pool::new(1, Duration::from_secs(1), 128, true);
+        pool.process_started(0, None);
+        let mut next = pool.poll_next(0).expect("poll");
+        let (inv, mut out) = invocation("slow");
+        assert!(pool.submit(inv).is_ok());
+        assert_eq!(delivered(&mut next).as_deref(), Some("slow"));
+        assert!(!pool.expire(0, "other"));
+        assert!(pool.expire(0, "slow"));
+        assert!(matches!(out.try_recv(), Ok(Outcome::Timeout { .. })));
+        assert!(!pool.is_ready());
+        assert_eq!(
+            pool.process_exited(0, "signal: killed"),
+            ExitAction::Restart(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn crash_mid_invocation_is_reported() {
+        let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+        pool.process_started(0, None);
+        let _next = pool.poll_next(0).expect("poll");
+        let (inv, mut out) = invocation("x");
+        assert!(pool.submit(inv).is_ok());
+        assert_eq!(
+            pool.process_exited(0, "exit status 3"),
+            ExitAction::Restart(Duration::ZERO)
+        );
+        let Ok(Outcome::Crash { body }) = out.try_recv() else {
+            panic!("expected a crash outcome");
+        };
+        assert!(String::from_utf8_lossy(&body).contains("exit status 3"));
+    }
+
+    #[test]
+    fn init_error_fails_waiting_invocations_and_restarts_on_demand() {
+        let (pool, mut events) = Pool::new(1, Duration::from_secs(3), 128, true);
+        pool.process_started(0, None);
+        let (inv, mut out) = invocation("a");
+        assert!(pool.submit(inv).is_ok());
+        pool.init_error(
+            0,
+            Bytes::from_static(b"{\"errorType\":\"Runtime.ImportModuleError\"}"),
+        )
+        .expect("init error");
+        assert!(matches!(out.try_recv(), Ok(Outcome::InitError { .. })));
+        assert_eq!(events[0].try_recv(), Ok(SlotEvent::InitFailed));
+        assert_eq!(pool.process_exited(0, "exit status 1"), ExitAction::Wait);
+        let (inv, _out) = invocation("b");
+        assert!(pool.submit(inv).is_ok());
+        assert_eq!(events[0].try_recv(), Ok(SlotEvent::Restart));
+    }
+
+    #[test]
+    fn a_dead_poll_does_not_lose_the_invocation() {
+        let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+        pool.process_started(0, None);
+        drop(pool.poll_next(0).expect("poll"));
+        let (inv, _out) = invocation("a");
+        assert!(pool.submit(inv).is_ok());
+        let mut next = pool.poll_next(0).expect("poll again");
+        assert_eq!(delivered(&mut next).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn stopping_refuses_new_invocations() {
+        let (pool, mut events) = Pool::new(2, Duration::from_secs(3), 128, true);
+        pool.stop();
+        let (inv, _out) = invocation("a");
+        assert!(pool.submit(inv).is_err());
+        assert_eq!(events[1].try_recv(), Ok(SlotEvent::Stop));
+    }
+}

@@ -1,0 +1,104 @@
+//! The lines `kfaas runtime` writes to its stdout: the announcements a parent process waits for
+//! and Lambda's START / END / REPORT frame around each invocation's own output.
+//!
+//! Everything goes through [`emit`], which writes one whole line under the stdout lock, so a
+//! line never interleaves with handler output written to the same pipe.
+
+use std::{io::Write, net::SocketAddr, time::Duration};
+
+/// Written once, as soon as the invoke listener is bound.
+pub const LISTENING: &str = "KFAAS_LISTENING";
+/// Written once, when every handler process has initialised and polled `/next`.
+pub const READY: &str = "KFAAS_READY";
+/// Written once, the first time a handler process fails to initialise. An instance in this
+/// state still answers invocations (with the init error, retrying init each time, as Lambda
+/// does), so a parent may route to it rather than wait for a readiness that will not come.
+pub const INIT_FAILED: &str = "KFAAS_INIT_FAILED";
+
+/// Writes one line to stdout and flushes it; a closed stdout is not worth failing over.
+pub fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+pub fn listening_line(addr: SocketAddr) -> String {
+    format!("{LISTENING} {addr}")
+}
+
+pub fn start_line(request_id: &str) -> String {
+    format!("START RequestId: {request_id} Version: $LATEST")
+}
+
+pub fn end_line(request_id: &str) -> String {
+    format!("END RequestId: {request_id}")
+}
+
+/// Lambda's REPORT line; `init` is given on the first invocation of a process only.
+pub fn report_line(
+    request_id: &str,
+    duration: Duration,
+    memory_mb: u32,
+    max_used_mb: Option<u64>,
+    init: Option<Duration>,
+) -> String {
+    let ms = duration.as_secs_f64() * 1000.0;
+    let billed = ms.ceil().max(1.0);
+    let used = max_used_mb.map_or_else(|| memory_mb.to_string(), |m| m.to_string());
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed:.0} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {used} MB"
+    );
+    if let Some(init) = init {
+        line.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    line
+}
+
+/// The peak resident memory of a process in MB (`VmHWM`), as Lambda's "Max Memory Used".
+pub fn max_memory_used_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm_kb(&status).map(|kb| kb.div_ceil(1024))
+}
+
+fn parse_vm_hwm_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_has_lambdas_fields() {
+        let line = report_line(
+            "abc",
+            Duration::from_micros(12_340),
+            128,
+            Some(40),
+            Some(Duration::from_millis(150)),
+        );
+        assert_eq!(
+            line,
+            "REPORT RequestId: abc\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 40 MB\tInit Duration: 150.00 ms"
+        );
+        let warm = report_line("abc", Duration::from_micros(10), 256, None, None);
+        assert!(
+            warm.ends_with("Billed Duration: 1 ms\tMemory Size: 256 MB\tMax Memory Used: 256 MB")
+        );
+    }
+
+    #[test]
+    fn vm_hwm_is_read_from_proc_status() {
+        assert_eq!(
+            parse_vm_hwm_kb("Name:\tnode\nVmHWM:\t   40960 kB\n"),
+            Some(40960)
+        );
+        assert_eq!(parse_vm_hwm_kb("Name:\tnode\n"), None);
+        assert!(max_memory_used_mb(std::process::id()).is_some_and(|mb| mb > 0));
+    }
+}
