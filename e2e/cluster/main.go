@@ -31,7 +31,7 @@ commands:
   version                             print the Kubernetes version built in
 
 internal (started by up):
-  etcd DIR | apiserver ARGS | controller-manager ARGS | scheduler ARGS | node ARGS
+  etcd DIR | apiserver ARGS | controller-manager ARGS | scheduler ARGS | node ARGS | pod-exec SPEC
 `
 
 func main() {
@@ -59,6 +59,8 @@ func main() {
 		os.Exit(cli.Run(c))
 	case "node":
 		os.Exit(runNode(args))
+	case "pod-exec":
+		os.Exit(runPodExec(args))
 	case "version":
 		fmt.Println(kubeVersion())
 	case "-h", "--help", "help":

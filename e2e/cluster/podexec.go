@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// runPodExec runs inside the container process's own mount namespace (the node agent
+// starts it with CLONE_NEWNS; Go makes / recursively private first): it bind-mounts the
+// pod's volumes at their mountPaths, then replaces itself with the container's command.
+func runPodExec(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: kfaas-cluster pod-exec SPEC.json")
+		return 2
+	}
+	raw, err := os.ReadFile(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pod-exec: %v\n", err)
+		return 127
+	}
+	var spec execSpec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		fmt.Fprintf(os.Stderr, "pod-exec: %v\n", err)
+		return 127
+	}
+	for _, m := range spec.Mounts {
+		fi, err := os.Stat(m.Source)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pod-exec: mount %s: %v\n", m.Source, err)
+			return 127
+		}
+		if fi.IsDir() {
+			err = os.MkdirAll(m.Target, 0o755)
+		} else if _, serr := os.Stat(m.Target); serr != nil {
+			if err = os.MkdirAll(filepath.Dir(m.Target), 0o755); err == nil {
+				err = os.WriteFile(m.Target, nil, 0o644)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pod-exec: mount target %s: %v\n", m.Target, err)
+			return 127
+		}
+		if err := syscall.Mount(m.Source, m.Target, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "pod-exec: bind %s on %s: %v\n", m.Source, m.Target, err)
+			return 127
+		}
+		if m.ReadOnly {
+			_ = syscall.Mount("", m.Target, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_REC, "")
+		}
+	}
+	if spec.Dir != "" {
+		_ = os.MkdirAll(spec.Dir, 0o755)
+		if err := os.Chdir(spec.Dir); err != nil {
+			fmt.Fprintf(os.Stderr, "pod-exec: workingDir %s: %v\n", spec.Dir, err)
+			return 127
+		}
+	}
+	bin := spec.Argv[0]
+	if !strings.Contains(bin, "/") {
+		// Look the command up on the container's PATH, not the agent's.
+		for _, e := range spec.Env {
+			if p, ok := strings.CutPrefix(e, "PATH="); ok {
+				_ = os.Setenv("PATH", p)
+			}
+		}
+		if p, err := exec.LookPath(bin); err == nil {
+			bin = p
+		} else {
+			fmt.Fprintf(os.Stderr, "pod-exec: %s: executable not found in PATH\n", bin)
+			return 127
+		}
+	}
+	err = syscall.Exec(bin, spec.Argv, spec.Env)
+	fmt.Fprintf(os.Stderr, "pod-exec: exec %s: %v\n", bin, err)
+	return 127
+}
