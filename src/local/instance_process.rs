@@ -1,0 +1,312 @@
+//! The life of one local function instance: start its process, learn its address and
+//! readiness, forward its output, and stop it gracefully or notice that it died.
+//!
+//! A `lambda` instance is a `kfaas runtime` child on `127.0.0.1:0`: it announces its address
+//! (`KFAAS_LISTENING`) and readiness (`KFAAS_READY`, or `KFAAS_INIT_FAILED`, after which it
+//! still answers with the init error) on stdout, so readiness costs no polling. An `http`
+//! instance runs the function's own command with `PORT` set to a free port and is ready when
+//! that port accepts a connection.
+
+use std::{
+    io,
+    net::SocketAddr,
+    process::{ExitStatus, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill, killpg},
+    unistd::Pid,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    sync::mpsc,
+    time::{Instant, sleep},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::instances::{LocalFunctionSpec, OutputSink, Protocol};
+use crate::{backend::FunctionKey, runtime};
+
+/// How long an instance may take from spawn to ready before it counts as failed.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+/// How often an `http` instance's port is tried while it starts.
+const PORT_POLL: Duration = Duration::from_millis(5);
+
+/// How an instance ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request.
+    Stopped,
+    /// Never became ready (spawn error, exit during start, start deadline).
+    StartFailed(String),
+    /// Died after it was ready.
+    Died(String),
+}
+
+/// What an instance reports to its manager.
+pub trait InstanceEvents: Send + Sync + 'static {
+    fn ready(&self, key: &FunctionKey, id: &str, addr: SocketAddr);
+    fn exited(&self, key: &FunctionKey, id: &str, exit: Exit);
+}
+
+/// One instance to run.
+pub struct InstancePlan {
+    pub key: FunctionKey,
+    pub id: String,
+    pub spec: Arc<LocalFunctionSpec>,
+    pub kfaas_bin: std::path::PathBuf,
+    pub sink: Arc<dyn OutputSink>,
+    /// Wait this long before spawning (back-off after failures).
+    pub delay: Duration,
+    pub stop: CancellationToken,
+}
+
+enum Announcement {
+    Listening(SocketAddr),
+    Ready,
+}
+
+/// Runs one instance from spawn to exit, reporting to `events`.
+pub async fn run_instance(plan: InstancePlan, events: Arc<dyn InstanceEvents>) {
+    let exit = lifecycle(&plan, events.as_ref()).await;
+    events.exited(&plan.key, &plan.id, exit);
+}
+
+async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
+    if !plan.delay.is_zero() {
+        tokio::select! {
+            () = sleep(plan.delay) => {}
+            () = plan.stop.cancelled() => return Exit::Stopped,
+        }
+    }
+    let (mut child, mut announcements, http_addr) = match spawn(plan) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            plan.sink.line(
+                &plan.key,
+                &format!("cannot start instance {}: {e}", plan.id),
+            );
+            return Exit::StartFailed(e.to_string());
+        }
+    };
+    let ready = async {
+        match http_addr {
+            Some(addr) => wait_port(addr).await,
+            None => wait_announced(&mut announcements).await,
+        }
+    };
+    let addr = tokio::select! {
+        addr = ready => addr,
+        status = child.wait() => return Exit::StartFailed(describe(&status)),
+        () = plan.stop.cancelled() => {
+            stop(&mut child, plan.spec.protocol, grace(&plan.spec)).await;
+            return Exit::Stopped;
+        }
+        () = sleep(START_DEADLINE) => {
+            signal_group(&child, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return Exit::StartFailed("not ready within the start deadline".into());
+        }
+    };
+    let Some(addr) = addr else {
+        let status = child.wait().await;
+        return Exit::StartFailed(describe(&status));
+    };
+    events.ready(&plan.key, &plan.id, addr);
+    tokio::select! {
+        status = child.wait() => Exit::Died(describe(&status)),
+        () = plan.stop.cancelled() => {
+            stop(&mut child, plan.spec.protocol, grace(&plan.spec)).await;
+            Exit::Stopped
+        }
+    }
+}
+
+/// Lambda's timeout plus five seconds: long enough for an in-flight invocation to finish.
+fn grace(spec: &LocalFunctionSpec) -> Duration {
+    spec.timeout + Duration::from_secs(5)
+}
+
+type Spawned = (
+    Child,
+    mpsc::UnboundedReceiver<Announcement>,
+    Option<SocketAddr>,
+);
+
+fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
+    let spec = &plan.spec;
+    let (mut cmd, http_addr) = match spec.protocol {
+        Protocol::Lambda => (runtime_command(plan), None),
+        Protocol::Http => {
+            let port = free_port()?;
+            let argv = spec.command.as_deref().unwrap_or_default();
+            let (program, args) = argv.split_first().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an http function needs a command",
+                )
+            })?;
+            let mut cmd = Command::new(program);
+            cmd.args(args)
+                .current_dir(&spec.code_dir)
+                .envs(&spec.env)
+                .env(&spec.http_port_env, port.to_string());
+            (cmd, Some(SocketAddr::from(([127, 0, 0, 1], port))))
+        }
+    };
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("KFAAS_")
+            && key_text != "KFAAS_RUNTIMES_DIR"
+            && key_text != "KFAAS_LOG"
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward(out, plan.key.clone(), plan.sink.clone(), Some(tx)));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward(err, plan.key.clone(), plan.sink.clone(), None));
+    }
+    Ok((child, rx, http_addr))
+}
+
+/// `kfaas runtime ...` for a lambda function, on a free loopback port it announces.
+fn runtime_command(plan: &InstancePlan) -> Command {
+    let spec = &plan.spec;
+    let mut cmd = Command::new(&plan.kfaas_bin);
+    cmd.arg("runtime")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--function-name")
+        .arg(&spec.key.name)
+        .arg("--code")
+        .arg(&spec.code_dir)
+        .args(["--memory-mb", &spec.memory_mb.to_string()])
+        .args([
+            "--timeout-seconds",
+            &spec.timeout.as_secs().max(1).to_string(),
+        ])
+        .args(["--concurrency", &spec.concurrency.max(1).to_string()]);
+    if let Some(kind) = spec.runtime {
+        cmd.args(["--runtime", kind.as_str()]);
+    }
+    if let Some(handler) = &spec.handler {
+        cmd.args(["--handler", handler]);
+    }
+    for (k, v) in &spec.env {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    if let Some(command) = spec.command.as_deref().filter(|c| !c.is_empty()) {
+        cmd.arg("--").args(command);
+    }
+    cmd.current_dir(&spec.code_dir);
+    cmd
+}
+
+/// A free loopback port. Another process could take it before the function binds it; the
+/// instance then fails to start and is replaced, which is rare enough on a laptop.
+fn free_port() -> io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Forwards a stream line by line to the sink; stdout's announcements go to `announce`.
+async fn forward(
+    stream: impl AsyncRead + Unpin,
+    key: FunctionKey,
+    sink: Arc<dyn OutputSink>,
+    announce: Option<mpsc::UnboundedSender<Announcement>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        if let Some(tx) = &announce {
+            if let Some(addr) = line.strip_prefix(runtime::LISTENING).map(str::trim) {
+                if let Ok(addr) = addr.parse() {
+                    let _ = tx.send(Announcement::Listening(addr));
+                }
+                continue;
+            }
+            if line == runtime::READY || line == runtime::INIT_FAILED {
+                let _ = tx.send(Announcement::Ready);
+                continue;
+            }
+        }
+        sink.line(&key, line);
+    }
+}
+
+/// The runtime's address once it has announced both its address and readiness.
+async fn wait_announced(rx: &mut mpsc::UnboundedReceiver<Announcement>) -> Option<SocketAddr> {
+    let mut addr = None;
+    while let Some(announcement) = rx.recv().await {
+        match announcement {
+            Announcement::Listening(a) => addr = Some(a),
+            Announcement::Ready => {
+                if addr.is_some() {
+                    return addr;
+                }
+            }
+        }
+    }
+    // Stdout closed before readiness: the process is exiting; `child.wait()` reports how.
+    std::future::pending().await
+}
+
+/// Polls the port until it accepts a connection.
+async fn wait_port(addr: SocketAddr) -> Option<SocketAddr> {
+    loop {
+        let attempt = Instant::now();
+        if TcpStream::connect(addr).await.is_ok() {
+            return Some(addr);
+        }
+        tokio::time::sleep_until(attempt + PORT_POLL).await;
+    }
+}
+
+fn signal_group(child: &Child, signal: Signal) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL. A `kfaas runtime` gets SIGTERM alone (it drains
+/// its invocations and then stops its handlers itself); an http function's whole group gets it.
+async fn stop(child: &mut Child, protocol: Protocol, grace: Duration) {
+    match (protocol, child.id().and_then(|p| i32::try_from(p).ok())) {
+        (Protocol::Lambda, Some(pid)) => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        _ => signal_group(child, Signal::SIGTERM),
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(child, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+fn describe(status: &io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}

@@ -1,0 +1,249 @@
+//! The local instance manager: real `kfaas runtime` children and real HTTP functions.
+
+#[path = "fixtures/runtime/support.rs"]
+mod support;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use kfaas::{
+    backend::{Backend, BackendError, FunctionKey, ReadyInstances},
+    local::instances::{LocalFunctionSpec, LocalInstances, OutputSink},
+    runtime::RuntimeKind,
+};
+use support::fixture;
+use tokio::sync::watch;
+
+/// Keeps instance output for assertions.
+#[derive(Default)]
+struct Capture(Mutex<Vec<String>>);
+
+impl OutputSink for Capture {
+    fn line(&self, function: &FunctionKey, line: &str) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(format!("[{}] {line}", function.name));
+        }
+    }
+}
+
+impl Capture {
+    async fn wait_for(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self
+                .0
+                .lock()
+                .map(|l| l.iter().any(|x| pred(x)))
+                .unwrap_or(false)
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn manager() -> (LocalInstances, Arc<Capture>) {
+    let capture = Arc::new(Capture::default());
+    let bin = PathBuf::from(support::kfaas());
+    let instances = LocalInstances::with_sink(bin, capture.clone()).expect("inside tokio");
+    (instances, capture)
+}
+
+fn node_fn(name: &str, handler: &str) -> LocalFunctionSpec {
+    LocalFunctionSpec::lambda(
+        FunctionKey::new("default", name),
+        RuntimeKind::Nodejs,
+        fixture("node"),
+        Some(handler.to_owned()),
+    )
+}
+
+/// Waits until the ready set satisfies `pred`, up to `within`.
+async fn wait_ready(
+    rx: &mut watch::Receiver<ReadyInstances>,
+    within: Duration,
+    pred: impl Fn(&ReadyInstances) -> bool,
+) -> ReadyInstances {
+    let matched = match tokio::time::timeout(within, rx.wait_for(|r| pred(r))).await {
+        Ok(Ok(ready)) => Some(ready.clone()),
+        _ => None,
+    };
+    matched.unwrap_or_else(|| panic!("ready set never matched; now {:?}", *rx.borrow()))
+}
+
+#[tokio::test]
+async fn zero_to_one_on_demand_then_scale_to_zero() {
+    let (instances, capture) = manager();
+    let key = FunctionKey::new("default", "hello");
+    instances.set_functions(vec![node_fn("hello", "handlers.info")]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    assert!(rx.borrow().is_empty());
+    assert!(
+        instances.instances(&key).is_empty(),
+        "nothing runs before demand"
+    );
+
+    let asked = Instant::now();
+    instances.scale(&key, 1).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
+    let out = support::invoke(ready[0].addr, r#"{"n":1}"#, Some("cold-1")).await;
+    let cold = asked.elapsed();
+    assert_eq!(out.ok()["functionName"], "hello");
+    eprintln!("cold start (scale 0 -> 1 -> first response): {cold:?}");
+    assert!(
+        capture
+            .wait_for(Duration::from_secs(5), |l| l
+                == "[hello] START RequestId: cold-1 Version: $LATEST")
+            .await,
+        "instance output is prefixed with the function name"
+    );
+
+    instances.scale(&key, 0).expect("scale to zero");
+    assert!(rx.borrow().is_empty(), "out of the ready set at once");
+    instances.shutdown().await;
+    assert!(instances.instances(&key).is_empty());
+    assert!(
+        support::invoke_result(ready[0].addr).await.is_err(),
+        "process stopped"
+    );
+}
+
+#[tokio::test]
+async fn n_instances_and_back_down() {
+    let (instances, _capture) = manager();
+    let key = FunctionKey::new("default", "many");
+    instances.set_functions(vec![node_fn("many", "handlers.sleep")]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 3).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(30), |r| r.len() == 3).await;
+    let mut pids = Vec::new();
+    for instance in ready.iter() {
+        pids.push(support::invoke(instance.addr, "{}", None).await.ok()["pid"].clone());
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three separate instances: {pids:?}");
+    let ids: Vec<_> = ready.iter().map(|i| i.id.clone()).collect();
+
+    instances.scale(&key, 1).expect("scale down");
+    let left = wait_ready(&mut rx, Duration::from_secs(5), |r| r.len() == 1).await;
+    assert!(ids.contains(&left[0].id), "a running instance is kept");
+    instances.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_stop_loses_no_in_flight_invocation() {
+    let (instances, capture) = manager();
+    let key = FunctionKey::new("default", "drain");
+    instances.set_functions(vec![node_fn("drain", "handlers.sleep")]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
+    let addr = ready[0].addr;
+    let slow =
+        tokio::spawn(
+            async move { support::invoke(addr, r#"{"ms":800}"#, Some("in-flight")).await },
+        );
+    assert!(
+        capture
+            .wait_for(Duration::from_secs(5), |l| l
+                .ends_with("START RequestId: in-flight Version: $LATEST"))
+            .await
+    );
+    instances.scale(&key, 0).expect("scale to zero");
+    assert!(
+        rx.borrow().is_empty(),
+        "removed from the ready set before it is stopped"
+    );
+    let out = slow.await.expect("join");
+    assert!(
+        out.ok()["end"].as_i64().is_some(),
+        "the in-flight invocation completed"
+    );
+    instances.shutdown().await;
+    assert!(
+        support::invoke_result(addr).await.is_err(),
+        "the instance exited"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_instance_is_replaced() {
+    let (instances, _capture) = manager();
+    let key = FunctionKey::new("default", "phoenix");
+    instances.set_functions(vec![node_fn("phoenix", "handlers.info")]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let first = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    let pid = support::listener_pid(first.addr).expect("runtime pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let second = wait_ready(&mut rx, Duration::from_secs(20), |r| {
+        r.len() == 1 && r[0].id != first.id
+    })
+    .await[0]
+        .clone();
+    support::invoke(second.addr, "{}", None).await.ok();
+    instances.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
+    let (instances, capture) = manager();
+    let key = FunctionKey::new("default", "web");
+    let mut spec = LocalFunctionSpec::http(
+        key.clone(),
+        fixture("http"),
+        vec!["node".into(), "server.js".into()],
+    );
+    spec.env.insert("GREETING".into(), "one".into());
+    instances.set_functions(vec![spec.clone()]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let first = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    let body: serde_json::Value = reqwest::get(format!("http://{}/x", first.addr))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["greeting"], "one");
+    assert_eq!(body["path"], "/x");
+    assert!(
+        capture
+            .wait_for(Duration::from_secs(5), |l| l
+                .starts_with("[web] listening on"))
+            .await
+    );
+
+    spec.env.insert("GREETING".into(), "two".into());
+    instances.set_functions(vec![spec]);
+    let second = wait_ready(&mut rx, Duration::from_secs(20), |r| {
+        r.len() == 1 && r[0].id != first.id
+    })
+    .await[0]
+        .clone();
+    let body: serde_json::Value = reqwest::get(format!("http://{}/", second.addr))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["greeting"], "two");
+
+    instances.set_functions(vec![]);
+    assert!(matches!(
+        instances.scale(&key, 1),
+        Err(BackendError::UnknownFunction(_))
+    ));
+    assert!(instances.ready_instances(&key).is_err());
+}
