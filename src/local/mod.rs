@@ -1,1 +1,4 @@
 //! local
+
+mod instance_process;
+pub mod instances;
