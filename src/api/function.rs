@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("self.scaling.minReplicas <= self.scaling.maxReplicas").message("scaling.minReplicas must not exceed scaling.maxReplicas"))]
 #[x_kube(validation = Rule::new("self.timeoutSeconds >= 1 && self.timeoutSeconds <= 900").message("timeoutSeconds must be within 1..900"))]
 #[x_kube(validation = Rule::new("self.memoryMb >= 128 && self.memoryMb <= 10240").message("memoryMb must be within 128..10240"))]
-#[x_kube(validation = Rule::new("self.concurrency >= 1 && self.concurrency <= 1000").message("concurrency must be within 1..1000"))]
+#[x_kube(validation = Rule::new("!has(self.concurrency) || (self.concurrency >= 1 && self.concurrency <= 1000)").message("concurrency must be within 1..1000"))]
 #[x_kube(validation = Rule::new("!has(self.replicas) || self.replicas >= 0").message("replicas must not be negative"))]
 pub struct FunctionSpec {
     /// Container image holding the function (an AWS Lambda base image works unchanged). Exclusive
@@ -99,9 +99,10 @@ pub struct FunctionSpec {
     #[serde(default = "default_memory_mb")]
     pub memory_mb: i32,
 
-    /// Invocations one instance serves at once (1..1000).
-    #[serde(default = "default_concurrency")]
-    pub concurrency: i32,
+    /// Invocations one instance serves at once (1..1000); default 1 for `lambda` functions (as
+    /// Lambda) and 100 for `http` functions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i32>,
 
     /// How many instances run, from zero up.
     #[serde(default)]
@@ -221,9 +222,6 @@ fn default_timeout_seconds() -> i32 {
 }
 fn default_memory_mb() -> i32 {
     128
-}
-fn default_concurrency() -> i32 {
-    1
 }
 fn default_max_replicas() -> i32 {
     10

@@ -1,10 +1,64 @@
-//! `kfaas local`.
+//! `kfaas local DIR`: the whole platform on this machine, from a folder of YAML objects.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::local::run::{LocalOptions, run as run_local};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Folder holding the Function, Route, Stage and UsagePlan YAML files (and Secrets).
+    #[arg(env = "KFAAS_DIR")]
+    dir: PathBuf,
+    /// Port of the gateway on 127.0.0.1 (0 picks a free one).
+    #[arg(long, short, env = "KFAAS_PORT", default_value_t = 3000)]
+    port: u16,
+    /// Full listen address; overrides --port.
+    #[arg(long, env = "KFAAS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin endpoints (/metrics, /healthz, /readyz).
+    #[arg(long, env = "KFAAS_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
+    /// Do not print the JSON access-log lines.
+    #[arg(long, env = "KFAAS_NO_ACCESS_LOG")]
+    no_access_log: bool,
+    /// Requests a function may hold waiting for a free instance before new ones get 503.
+    #[arg(long, env = "KFAAS_MAX_HELD_REQUESTS", default_value_t = 1000)]
+    max_held_requests: u32,
+}
 
-pub fn run(_args: Args) -> ExitCode {
-    super::not_yet_implemented("local")
+pub fn run(args: Args) -> ExitCode {
+    super::logging::init();
+    let kfaas_bin = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("kfaas local: cannot find the kfaas binary to run functions with: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = LocalOptions {
+        dir: args.dir,
+        listen: args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port))),
+        admin_listen: args.admin_listen,
+        kfaas_bin,
+        access_log: !args.no_access_log,
+        max_held_requests: args.max_held_requests,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kfaas local: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_local(options, CancellationToken::new())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kfaas local: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

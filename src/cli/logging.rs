@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. `KFAAS_LOG` (or `RUST_LOG`) sets the filter.
-#[allow(dead_code)] // used by the subcommands as they land
 pub fn init() {
     let filter = std::env::var("KFAAS_LOG")
         .ok()

@@ -1,1 +1,12 @@
-//! gateway
+//! The data plane: routing, invocation, the activator, error mapping, logs and metrics.
+
+pub mod access_log;
+pub mod activator;
+pub mod error;
+pub mod event;
+pub mod handler;
+pub mod invoke;
+pub mod metrics;
+pub mod response;
+pub mod server;
+pub mod table;

@@ -1,4 +1,7 @@
-//! local
+//! `kfaas local`: the whole platform on one machine, from a folder of YAML objects.
 
-mod instance_process;
+pub mod config;
+pub mod instance_process;
 pub mod instances;
+pub mod run;
+pub mod watch;

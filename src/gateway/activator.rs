@@ -1,0 +1,265 @@
+//! The activator: hands each request an instance with a free slot, or holds it (bounded queue,
+//! deadline) while the function scales up. Demand is reported to the scaler at once, so a
+//! function at zero starts on the first request.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{error::GatewayError, metrics::GatewayMetrics};
+use crate::backend::{Backend, FunctionKey, Instance, ReadyInstances};
+
+/// Live counters of one function, shared by the activator and the scaler.
+pub struct FunctionLoad {
+    pub key: FunctionKey,
+    ready: watch::Receiver<ReadyInstances>,
+    /// In-flight invocations per instance id.
+    slots: Mutex<HashMap<String, u32>>,
+    in_flight: AtomicU32,
+    held: AtomicU32,
+    /// Milliseconds since the activator's epoch of the last request; 0 = never.
+    last_request_ms: AtomicU64,
+    released: Notify,
+}
+
+impl FunctionLoad {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    pub fn held(&self) -> u32 {
+        self.held.load(Ordering::Relaxed)
+    }
+    pub fn ready_count(&self) -> usize {
+        self.ready.borrow().len()
+    }
+
+    /// Takes a slot on the least-loaded ready instance that has one.
+    fn try_lease(self: &Arc<Self>, instances: &[Instance]) -> Option<Lease> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let (instance, used) = instances
+            .iter()
+            .map(|i| (i, slots.get(&i.id).copied().unwrap_or(0)))
+            .filter(|(i, used)| *used < i.concurrency.max(1))
+            .min_by_key(|(_, used)| *used)?;
+        slots.insert(instance.id.clone(), used + 1);
+        if slots.len() > instances.len() * 2 + 8 {
+            // Forget instances that are gone and idle, so the map does not grow forever.
+            slots.retain(|id, used| *used > 0 || instances.iter().any(|i| &i.id == id));
+        }
+        drop(slots);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            load: Arc::clone(self),
+            instance: instance.clone(),
+        })
+    }
+}
+
+/// A slot on one instance; dropping it frees the slot and wakes one held request.
+pub struct Lease {
+    load: Arc<FunctionLoad>,
+    pub instance: Instance,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let mut slots = self.load.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(used) = slots.get_mut(&self.instance.id) {
+                *used = used.saturating_sub(1);
+            }
+        }
+        self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.load.released.notify_one();
+    }
+}
+
+/// Hands out instances and holds requests while functions scale.
+pub struct Activator {
+    backend: Arc<dyn Backend>,
+    loads: RwLock<HashMap<FunctionKey, Arc<FunctionLoad>>>,
+    epoch: Instant,
+    max_held: u32,
+    demand: mpsc::UnboundedSender<FunctionKey>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+/// How an acquisition went, for metrics and logs.
+pub struct Acquired {
+    pub lease: Lease,
+    /// The request waited for the function to scale from zero.
+    pub cold: bool,
+}
+
+impl Activator {
+    /// `demand` receives a function's key each time a request has to wait for it.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        max_held: u32,
+        demand: mpsc::UnboundedSender<FunctionKey>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
+        Self {
+            backend,
+            loads: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+            max_held,
+            demand,
+            metrics,
+        }
+    }
+
+    /// The counters of a function, created on first use.
+    pub fn load(&self, key: &FunctionKey) -> Result<Arc<FunctionLoad>, GatewayError> {
+        if let Some(load) = self
+            .loads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return Ok(Arc::clone(load));
+        }
+        let ready = self
+            .backend
+            .ready_instances(key)
+            .map_err(|e| GatewayError::Unreachable {
+                function: key.to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut loads = self.loads.write().unwrap_or_else(|e| e.into_inner());
+        let load = loads.entry(key.clone()).or_insert_with(|| {
+            Arc::new(FunctionLoad {
+                key: key.clone(),
+                ready,
+                slots: Mutex::new(HashMap::new()),
+                in_flight: AtomicU32::new(0),
+                held: AtomicU32::new(0),
+                last_request_ms: AtomicU64::new(0),
+                released: Notify::new(),
+            })
+        });
+        Ok(Arc::clone(load))
+    }
+
+    /// Every function seen so far.
+    pub fn loads(&self) -> Vec<Arc<FunctionLoad>> {
+        self.loads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets functions that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&FunctionKey) -> bool) {
+        self.loads
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, load| keep(k) || load.in_flight() > 0 || load.held() > 0);
+    }
+
+    /// Time since the last request to a function, if any came.
+    pub fn since_last_request(
+        &self,
+        load: &FunctionLoad,
+        now: Instant,
+    ) -> Option<std::time::Duration> {
+        match load.last_request_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                now.saturating_duration_since(self.epoch + std::time::Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    /// A free slot on a ready instance of `key`, waiting until `deadline` if there is none.
+    pub async fn acquire(
+        &self,
+        key: &FunctionKey,
+        deadline: Instant,
+    ) -> Result<Acquired, GatewayError> {
+        let load = self.load(key)?;
+        let started = Instant::now();
+        let ms = u64::try_from(started.duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        load.last_request_ms.store(ms, Ordering::Relaxed);
+
+        let mut ready = load.ready.clone();
+        let instances = ready.borrow_and_update().clone();
+        if let Some(lease) = load.try_lease(&instances) {
+            return Ok(Acquired { lease, cold: false });
+        }
+
+        // No free slot: hold the request.
+        if load.held.fetch_add(1, Ordering::Relaxed) >= self.max_held {
+            load.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(GatewayError::ActivatorQueueFull {
+                function: key.to_string(),
+            });
+        }
+        let labels = super::metrics::FunctionLabels {
+            function: key.to_string(),
+        };
+        self.metrics.held_requests.get_or_create(&labels).inc();
+        let _held = HeldGuard {
+            load: &load,
+            metrics: &self.metrics,
+            labels: &labels,
+        };
+        let cold = instances.is_empty();
+        if cold {
+            self.metrics.cold_starts.get_or_create(&labels).inc();
+        }
+        // Receivers may be gone during shutdown; then nobody can scale and the deadline answers.
+        let _ = self.demand.send(key.clone());
+
+        loop {
+            let released = load.released.notified();
+            let instances = ready.borrow_and_update().clone();
+            if let Some(lease) = load.try_lease(&instances) {
+                return Ok(Acquired { lease, cold });
+            }
+            tokio::select! {
+                changed = ready.changed() => {
+                    if changed.is_err() {
+                        return Err(GatewayError::Unreachable {
+                            function: key.to_string(),
+                            reason: "the backend stopped reporting instances".into(),
+                        });
+                    }
+                }
+                () = released => {}
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(GatewayError::NoReadyInstance {
+                        function: key.to_string(),
+                        waited_ms: started.elapsed().as_millis(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct HeldGuard<'a> {
+    load: &'a FunctionLoad,
+    metrics: &'a GatewayMetrics,
+    labels: &'a super::metrics::FunctionLabels,
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.load.held.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.held_requests.get_or_create(self.labels).dec();
+        // A slot freed while we held may be meant for another waiter.
+        self.load.released.notify_one();
+    }
+}

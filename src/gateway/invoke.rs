@@ -1,0 +1,164 @@
+//! Calling function instances: the RIE-compatible invoke endpoint of `kfaas runtime` for `lambda`
+//! functions, a streaming reverse proxy for `http` functions. Connections are pooled and kept
+//! alive.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+/// Body type shared by the gateway's requests and responses.
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The runtime's invoke path, as AWS's emulator has it.
+pub const INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
+
+/// What a `lambda` invocation gave.
+#[derive(Debug)]
+pub enum LambdaOutcome {
+    /// The handler's result, as it posted it.
+    Result(Bytes),
+    /// The handler failed (error, crash, timeout, init error); `kind` is the runtime's label.
+    Failed { kind: String, body: Bytes },
+}
+
+/// A failure to talk to the instance at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("reading the answer failed: {0}")]
+    Read(String),
+}
+
+/// Pooled HTTP/1.1 clients to instances.
+#[derive(Clone)]
+pub struct Invoker {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Invoker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Invoker {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Invokes a `lambda` function instance with an event.
+    pub async fn invoke_lambda(
+        &self,
+        addr: SocketAddr,
+        request_id: &str,
+        event: Bytes,
+    ) -> Result<LambdaOutcome, InvokeError> {
+        let uri = format!("http://{addr}{INVOKE_PATH}");
+        let mut request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(event))
+            .map_err(|e| InvokeError::Connect(e.to_string()))?;
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            request.headers_mut().insert("x-kfaas-request-id", id);
+        }
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| InvokeError::Connect(e.to_string()))?;
+        let failure = failure_kind(response.headers());
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| InvokeError::Read(e.to_string()))?
+            .to_bytes();
+        Ok(match failure {
+            Some(kind) => LambdaOutcome::Failed { kind, body },
+            None => LambdaOutcome::Result(body),
+        })
+    }
+
+    /// Forwards a request to an `http` function instance; the answer streams back.
+    pub async fn proxy(
+        &self,
+        addr: SocketAddr,
+        mut request: Request<Body>,
+        path_and_query: &str,
+    ) -> Result<Response<Incoming>, InvokeError> {
+        let uri = format!("http://{addr}{path_and_query}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| InvokeError::Connect(e.to_string()))?;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
+        strip_hop_by_hop(request.headers_mut());
+        let mut response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| InvokeError::Connect(e.to_string()))?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// The runtime marks failed invocations; `None` means the body is the handler's result.
+fn failure_kind(headers: &HeaderMap) -> Option<String> {
+    if let Some(kind) = headers.get("x-kfaas-invoke-error") {
+        return Some(kind.to_str().unwrap_or("function").to_owned());
+    }
+    headers
+        .get("x-amz-function-error")
+        .map(|_| "function".to_owned())
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    const HOP: [HeaderName; 6] = [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ];
+    if let Some(listed) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let named: Vec<HeaderName> = listed
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove(header::TRANSFER_ENCODING);
+}
