@@ -19,10 +19,14 @@ pub async fn watch_and_reload(
     shutdown: CancellationToken,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.clone());
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
+            // Hidden files inside the folder (editor swap files, .git) do not count.
             let relevant = event.paths.iter().any(|p| {
-                !p.components()
+                let inside = p.strip_prefix(&root).unwrap_or(p);
+                !inside
+                    .components()
                     .any(|c| c.as_os_str().to_str().is_some_and(|s| s.starts_with('.')))
             });
             if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
