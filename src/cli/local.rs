@@ -23,6 +23,9 @@ pub struct Args {
     /// Do not print the JSON access-log lines.
     #[arg(long, env = "KFAAS_NO_ACCESS_LOG")]
     no_access_log: bool,
+    /// Threads serving requests (default: one per core).
+    #[arg(long, env = "KFAAS_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Requests a function may hold waiting for a free instance before new ones get 503.
     #[arg(long, env = "KFAAS_MAX_HELD_REQUESTS", default_value_t = 1000)]
     max_held_requests: u32,
@@ -47,7 +50,12 @@ pub fn run(args: Args) -> ExitCode {
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kfaas local: cannot start: {e}");
