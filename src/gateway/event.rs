@@ -151,21 +151,28 @@ impl Serialize for EventBody<'_> {
 /// Whether a `Content-Type` names text, so the body can travel as a JSON string unencoded.
 /// Everything else is treated as binary, as HTTP APIs do; parameters (`; charset=...`) are ignored.
 pub fn is_text_media_type(content_type: &[u8]) -> bool {
-    let Ok(ct) = std::str::from_utf8(content_type) else {
-        return false;
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let starts = |prefix: &[u8]| {
+        essence.len() >= prefix.len() && essence[..prefix.len()].eq_ignore_ascii_case(prefix)
     };
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    let lower = essence.to_ascii_lowercase();
-    lower.starts_with("text/")
-        || matches!(
-            lower.as_str(),
-            "application/json"
-                | "application/xml"
-                | "application/javascript"
-                | "application/x-www-form-urlencoded"
-        )
-        || lower.ends_with("+json")
-        || lower.ends_with("+xml")
+    let ends = |suffix: &[u8]| {
+        essence.len() >= suffix.len()
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    const TEXT_TYPES: [&[u8]; 4] = [
+        b"application/json",
+        b"application/xml",
+        b"application/javascript",
+        b"application/x-www-form-urlencoded",
+    ];
+    starts(b"text/")
+        || TEXT_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t))
+        || ends(b"+json")
+        || ends(b"+xml")
 }
 
 /// A header value as text: lossless for UTF-8 (which `HeaderValue::to_str` rejects beyond
@@ -279,19 +286,22 @@ impl Serialize for V1Event<'_, '_> {
         m.serialize_entry("resource", i.resource_path)?;
         m.serialize_entry("path", i.path)?;
         m.serialize_entry("httpMethod", i.method.as_str())?;
-        m.serialize_entry("headers", &has_headers.then_some(LastValues(i.headers)))?;
+        m.serialize_entry(
+            "headers",
+            &has_headers.then_some(Headers(i.headers, Repeats::Last)),
+        )?;
         m.serialize_entry(
             "multiValueHeaders",
-            &has_headers.then_some(AllValues(i.headers)),
+            &has_headers.then_some(Headers(i.headers, Repeats::All)),
         )?;
         let has_query = !self.query.is_empty();
         m.serialize_entry(
             "queryStringParameters",
-            &has_query.then_some(QueryLast(self.query)),
+            &has_query.then_some(Query(self.query, Repeats::Last)),
         )?;
         m.serialize_entry(
             "multiValueQueryStringParameters",
-            &has_query.then_some(QueryAll(self.query)),
+            &has_query.then_some(Query(self.query, Repeats::All)),
         )?;
         m.serialize_entry("pathParameters", &PathParams::or_null(i.path_parameters))?;
         m.serialize_entry(
@@ -338,50 +348,71 @@ struct V1Identity<'a>(&'a EventInput<'a>);
 impl Serialize for V1Identity<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let i = self.0;
-        let none = None::<&str>;
         let mut m = s.serialize_map(Some(14))?;
-        m.serialize_entry("accessKey", &none)?;
-        m.serialize_entry("accountId", &none)?;
-        // `apiKey` would carry the key itself; the gateway never hands secrets to functions.
-        m.serialize_entry("apiKey", &none)?;
-        m.serialize_entry("apiKeyId", &i.api_key_id)?;
-        m.serialize_entry("caller", &none)?;
-        m.serialize_entry("cognitoAuthenticationProvider", &none)?;
-        m.serialize_entry("cognitoAuthenticationType", &none)?;
-        m.serialize_entry("cognitoIdentityId", &none)?;
-        m.serialize_entry("cognitoIdentityPoolId", &none)?;
-        m.serialize_entry("principalOrgId", &none)?;
-        m.serialize_entry("sourceIp", &DisplayStr(&i.source_ip))?;
-        m.serialize_entry("user", &none)?;
-        m.serialize_entry("userAgent", &user_agent(i.headers))?;
-        m.serialize_entry("userArn", &none)?;
-        m.end()
-    }
-}
-
-/// 1.0 `headers`: one value a name, the last one when the client repeated it.
-struct LastValues<'a>(&'a HeaderMap);
-
-impl Serialize for LastValues<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.keys_len()))?;
-        for name in self.0.keys() {
-            if let Some(last) = self.0.get_all(name).iter().next_back() {
-                m.serialize_entry(name.as_str(), &header_text(last))?;
-            }
+        // What IAM, Cognito or a caller's account would fill: kfaas has none of them. `apiKey`
+        // would carry the key itself, and the gateway never hands secrets to functions.
+        const ABSENT: [&str; 11] = [
+            "accessKey",
+            "accountId",
+            "apiKey",
+            "caller",
+            "cognitoAuthenticationProvider",
+            "cognitoAuthenticationType",
+            "cognitoIdentityId",
+            "cognitoIdentityPoolId",
+            "principalOrgId",
+            "user",
+            "userArn",
+        ];
+        for key in ABSENT {
+            m.serialize_entry(key, &None::<&str>)?;
         }
+        m.serialize_entry("apiKeyId", &i.api_key_id)?;
+        m.serialize_entry("sourceIp", &DisplayStr(&i.source_ip))?;
+        m.serialize_entry("userAgent", &user_agent(i.headers))?;
         m.end()
     }
 }
 
-/// 1.0 `multiValueHeaders`: every value of every name, in request order.
-struct AllValues<'a>(&'a HeaderMap);
+/// How a name the client gave more than once is represented.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeats {
+    /// 1.0 `headers` and `queryStringParameters`: the last value.
+    Last,
+    /// 1.0 `multiValueHeaders` and `multiValueQueryStringParameters`: every value, in order.
+    All,
+    /// 2.0 `headers` (without `cookie`, which has its own field) and `queryStringParameters`:
+    /// the values joined with commas.
+    Joined,
+}
 
-impl Serialize for AllValues<'_> {
+struct Headers<'a>(&'a HeaderMap, Repeats);
+
+impl Serialize for Headers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.keys_len()))?;
-        for name in self.0.keys() {
-            m.serialize_entry(name.as_str(), &HeaderValues(self.0, name))?;
+        let Headers(headers, repeats) = *self;
+        let mut m = s.serialize_map(None)?;
+        for name in headers.keys() {
+            let mut values = headers.get_all(name).iter();
+            match repeats {
+                Repeats::Last => {
+                    if let Some(last) = values.next_back() {
+                        m.serialize_entry(name.as_str(), &header_text(last))?;
+                    }
+                }
+                Repeats::All => m.serialize_entry(name.as_str(), &HeaderValues(headers, name))?,
+                Repeats::Joined if name == header::COOKIE => {}
+                Repeats::Joined => {
+                    let Some(first) = values.next() else { continue };
+                    let mut joined = header_text(first);
+                    for more in values {
+                        let s = joined.to_mut();
+                        s.push(',');
+                        s.push_str(&header_text(more));
+                    }
+                    m.serialize_entry(name.as_str(), &joined)?;
+                }
+            }
         }
         m.end()
     }
@@ -399,29 +430,20 @@ impl Serialize for HeaderValues<'_> {
     }
 }
 
-/// 1.0 `queryStringParameters`: the last value of a repeated name.
-struct QueryLast<'a, 'q>(&'q QueryParams<'a>);
+struct Query<'a, 'q>(&'q QueryParams<'a>, Repeats);
 
-impl Serialize for QueryLast<'_, '_> {
+impl Serialize for Query<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.groups.len()))?;
         for (name, values) in &self.0.groups {
-            if let Some(last) = values.last() {
-                m.serialize_entry(name, last)?;
+            match (self.1, values.as_slice()) {
+                (Repeats::All, values) => m.serialize_entry(name, values)?,
+                (Repeats::Last, [.., last]) | (Repeats::Joined, [last]) => {
+                    m.serialize_entry(name, last)?
+                }
+                (Repeats::Joined, values) => m.serialize_entry(name, &values.join(","))?,
+                (Repeats::Last, []) => {}
             }
-        }
-        m.end()
-    }
-}
-
-/// 1.0 `multiValueQueryStringParameters`.
-struct QueryAll<'a, 'q>(&'q QueryParams<'a>);
-
-impl Serialize for QueryAll<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.groups.len()))?;
-        for (name, values) in &self.0.groups {
-            m.serialize_entry(name, values)?;
         }
         m.end()
     }
@@ -483,9 +505,9 @@ impl Serialize for V2Event<'_, '_> {
         if i.headers.contains_key(header::COOKIE) {
             m.serialize_entry("cookies", &Cookies(i.headers))?;
         }
-        m.serialize_entry("headers", &JoinedValues(i.headers))?;
+        m.serialize_entry("headers", &Headers(i.headers, Repeats::Joined))?;
         if !self.query.is_empty() {
-            m.serialize_entry("queryStringParameters", &QueryJoined(self.query))?;
+            m.serialize_entry("queryStringParameters", &Query(self.query, Repeats::Joined))?;
         }
         if let Some(params) = PathParams::or_null(i.path_parameters) {
             m.serialize_entry("pathParameters", &params)?;
@@ -556,46 +578,10 @@ impl Serialize for Cookies<'_> {
     }
 }
 
-/// 2.0 `headers`: repeated values joined with commas; `cookie` moves to `cookies`.
-struct JoinedValues<'a>(&'a HeaderMap);
-
-impl Serialize for JoinedValues<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        for name in self.0.keys() {
-            if name == header::COOKIE {
-                continue;
-            }
-            let mut values = self.0.get_all(name).iter();
-            let Some(first) = values.next() else { continue };
-            let mut joined = header_text(first);
-            for more in values {
-                let s = joined.to_mut();
-                s.push(',');
-                s.push_str(&header_text(more));
-            }
-            m.serialize_entry(name.as_str(), &joined)?;
-        }
-        m.end()
-    }
-}
-
-/// 2.0 `queryStringParameters`: repeated values joined with commas.
-struct QueryJoined<'a, 'q>(&'q QueryParams<'a>);
-
-impl Serialize for QueryJoined<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.groups.len()))?;
-        for (name, values) in &self.0.groups {
-            match values.as_slice() {
-                [one] => m.serialize_entry(name, one)?,
-                many => m.serialize_entry(name, &many.join(","))?,
-            }
-        }
-        m.end()
-    }
-}
-
 #[cfg(test)]
 #[path = "event_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "event_fixture_tests.rs"]
+mod fixture_tests;
