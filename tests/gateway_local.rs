@@ -294,3 +294,44 @@ async fn payload_2_0_response_shortcuts() {
         .collect();
     assert_eq!(cookies, vec!["a=1; Path=/", "b=2"]);
 }
+
+#[tokio::test]
+async fn oversized_headers_and_admin_endpoints() {
+    let server = fixture();
+    let client = reqwest::Client::new();
+    let response = client
+        .get(server.url("/test/echo/1"))
+        .header("x-big", "v".repeat(11 * 1024))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = json(response).await;
+    assert_eq!(
+        (status, body),
+        (
+            431,
+            serde_json::json!({"message": "Request Header Fields Too Large"})
+        )
+    );
+
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let status = client
+            .get(format!("http://{}{path}", server.admin))
+            .send()
+            .await
+            .expect("admin request")
+            .status();
+        assert_eq!(status.as_u16(), want, "{path}");
+    }
+    let metrics = server.metrics();
+    for name in [
+        "kfaas_gateway_requests_total",
+        "kfaas_gateway_request_duration_seconds",
+        "kfaas_gateway_errors_total",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+}
