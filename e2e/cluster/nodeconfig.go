@@ -21,6 +21,7 @@ import (
 //	  commands: {/usr/local/bin/kfaas: ${KFAAS_BIN}} # command paths inside the image -> local files
 //	  env: {PYTHONUNBUFFERED: "1"}         # the image's ENV
 //	  workingDir: /tmp                     # the image's WORKDIR; container.workingDir replaces it
+//	  mounts: {/opt/kfaas/runtimes: ${KFAAS_REPO}/runtimes} # directories of the image's filesystem
 //	env: {RUST_LOG: info}                  # added to every pod process
 type nodeConfig struct {
 	Images []imageRule       `json:"images"`
@@ -37,6 +38,9 @@ type imageRule struct {
 	Commands   map[string]string `json:"commands,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	WorkingDir string            `json:"workingDir,omitempty"`
+	// Mounts: path inside the image -> local directory, bind-mounted (read-only) in the
+	// process's private mount namespace, so the image's own paths resolve.
+	Mounts map[string]string `json:"mounts,omitempty"`
 }
 
 func loadNodeConfig(path string) (*nodeConfig, error) {

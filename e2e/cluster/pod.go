@@ -517,11 +517,17 @@ func (r *podRunner) buildExec(ctx context.Context, c *corev1.Container) (*execSp
 		dir = r.dir
 	}
 	var mounts []mountSpec
+	if rule != nil {
+		for _, target := range sortedKeys(rule.Mounts) {
+			mounts = append(mounts, mountSpec{Source: rule.Mounts[target], Target: target, ReadOnly: true})
+		}
+	}
 	if r.vols != nil {
-		mounts, err = r.vols.mountsFor(c)
+		vm, err := r.vols.mountsFor(c)
 		if err != nil {
 			return nil, err
 		}
+		mounts = append(mounts, vm...)
 	}
 	return &execSpec{Argv: argv, Env: env.environ(), Dir: dir, Mounts: mounts}, nil
 }
