@@ -7,6 +7,7 @@ pub mod event;
 pub mod handler;
 pub mod invoke;
 pub mod metrics;
+pub mod policy;
 pub mod response;
 pub mod server;
 pub mod table;
