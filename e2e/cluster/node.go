@@ -38,6 +38,7 @@ type agent struct {
 	apiPort  int
 	caPEM    []byte
 	cfg      *nodeConfig
+	svc      *serviceProxy
 	self     string
 	capacity corev1.ResourceList
 
@@ -114,6 +115,7 @@ func runNode(args []string) int {
 		return 1
 	}
 	go a.heartbeat(ctx)
+	a.svc = a.startServices(ctx)
 
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "spec.nodeName=" + a.name
@@ -148,6 +150,7 @@ func runNode(args []string) int {
 		go func() { defer wg.Done(); r.shutdown(5 * time.Second) }()
 	}
 	wg.Wait()
+	removeCreated(filepath.Join(a.dir, "pods", "created-paths"))
 	return 0
 }
 

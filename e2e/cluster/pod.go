@@ -311,6 +311,9 @@ type execSpec struct {
 	Env    []string    `json:"env"`
 	Dir    string      `json:"dir"`
 	Mounts []mountSpec `json:"mounts"`
+	// CreatedLog: pod-exec appends every mount-target directory it had to create on the host
+	// filesystem, so that the agent can remove them (when empty) on shutdown.
+	CreatedLog string `json:"createdLog"`
 }
 
 type mountSpec struct {
@@ -428,9 +431,13 @@ func (r *podRunner) runOnce(ctx context.Context, st *ctrState) (int32, string, s
 	if reasonOverride != "" {
 		reason = reasonOverride
 	}
+	msg := ""
+	if code != 0 && c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+		msg = logTail(logPath, 2048)
+	}
 	fmt.Fprintf(lf, "==== %s kfaas node: exited with code %d\n", time.Now().Format(time.RFC3339Nano), code)
 	r.logf("container %s: exited with code %d", c.Name, code)
-	return setTerm(code, reason, "")
+	return setTerm(code, reason, msg)
 }
 
 // terminate sends SIGTERM to the process group, then SIGKILL after grace.
@@ -522,6 +529,26 @@ func (r *podRunner) buildExec(ctx context.Context, c *corev1.Container) (*execSp
 			mounts = append(mounts, mountSpec{Source: rule.Mounts[target], Target: target, ReadOnly: true})
 		}
 	}
+	// /etc/hosts and, with the cluster DNS up, /etc/resolv.conf as the kubelet writes them.
+	hostname := pod.Name
+	if pod.Spec.Hostname != "" {
+		hostname = pod.Spec.Hostname
+	}
+	hosts := filepath.Join(r.dir, "etc-hosts")
+	if err := atomicWrite(hosts, []byte(fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", r.ip, hostname))); err != nil {
+		return nil, err
+	}
+	mounts = append(mounts, mountSpec{Source: hosts, Target: "/etc/hosts", ReadOnly: true})
+	dnsPolicy := pod.Spec.DNSPolicy
+	clusterDNS := dnsPolicy == "" || dnsPolicy == corev1.DNSClusterFirstWithHostNet ||
+		(dnsPolicy == corev1.DNSClusterFirst && !pod.Spec.HostNetwork)
+	if clusterDNS && r.a.svc != nil && r.a.svc.dnsUp.Load() {
+		rc := filepath.Join(r.dir, "resolv.conf")
+		if err := atomicWrite(rc, []byte(resolvConf(pod.Namespace))); err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, mountSpec{Source: rc, Target: "/etc/resolv.conf", ReadOnly: true})
+	}
 	if r.vols != nil {
 		vm, err := r.vols.mountsFor(c)
 		if err != nil {
@@ -529,7 +556,7 @@ func (r *podRunner) buildExec(ctx context.Context, c *corev1.Container) (*execSp
 		}
 		mounts = append(mounts, vm...)
 	}
-	return &execSpec{Argv: argv, Env: env.environ(), Dir: dir, Mounts: mounts}, nil
+	return &execSpec{Argv: argv, Env: env.environ(), Dir: dir, Mounts: mounts, CreatedLog: filepath.Join(r.a.dir, "pods", "created-paths")}, nil
 }
 
 // statusLoop writes the pod status whenever something changed (coalesced).
@@ -685,4 +712,22 @@ func (r *podRunner) restartPolicyLocked(st *ctrState) corev1.RestartPolicy {
 		return corev1.RestartPolicyOnFailure
 	}
 	return r.cur.Spec.RestartPolicy
+}
+
+// logTail returns the output of the last run in a container log, at most max bytes.
+func logTail(path string, max int) string {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	s := string(raw)
+	if i := strings.LastIndex(s, "==== "); i >= 0 {
+		if nl := strings.IndexByte(s[i:], '\n'); nl >= 0 {
+			s = s[i+nl+1:]
+		}
+	}
+	if len(s) > max {
+		s = s[len(s)-max:]
+	}
+	return s
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 )
@@ -35,10 +36,11 @@ func runPodExec(args []string) int {
 			return 127
 		}
 		if fi.IsDir() {
-			err = os.MkdirAll(m.Target, 0o755)
+			err = mkdirLogged(m.Target, spec.CreatedLog)
 		} else if _, serr := os.Stat(m.Target); serr != nil {
-			if err = os.MkdirAll(filepath.Dir(m.Target), 0o755); err == nil {
+			if err = mkdirLogged(filepath.Dir(m.Target), spec.CreatedLog); err == nil {
 				err = os.WriteFile(m.Target, nil, 0o644)
+				logCreated(spec.CreatedLog, m.Target)
 			}
 		}
 		if err != nil {
@@ -78,4 +80,62 @@ func runPodExec(args []string) int {
 	err = syscall.Exec(bin, spec.Argv, spec.Env)
 	fmt.Fprintf(os.Stderr, "pod-exec: exec %s: %v\n", bin, err)
 	return 127
+}
+
+// mkdirLogged is os.MkdirAll that records each directory it creates.
+func mkdirLogged(dir, logPath string) error {
+	var missing []string
+	for d := filepath.Clean(dir); d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		logCreated(logPath, d)
+	}
+	return nil
+}
+
+func logCreated(logPath, path string) {
+	if logPath == "" {
+		return
+	}
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, path)
+}
+
+// removeCreated removes, deepest first, the mount targets pod-exec created on the host, when
+// they are still empty (nothing else can have been put there by anyone else then).
+func removeCreated(logPath string) {
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	var paths []string
+	for _, p := range strings.Split(string(raw), "\n") {
+		if p != "" && filepath.IsAbs(p) && !seen[p] {
+			seen[p] = true
+			paths = append(paths, p)
+		}
+	}
+	sort.Slice(paths, func(i, j int) bool { return strings.Count(paths[i], "/") > strings.Count(paths[j], "/") })
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue
+		}
+		if fi.IsDir() || (fi.Mode().IsRegular() && fi.Size() == 0) {
+			_ = os.Remove(p) // fails, harmlessly, on a non-empty directory
+		}
+	}
+	_ = os.Remove(logPath)
 }

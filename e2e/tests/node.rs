@@ -340,3 +340,130 @@ async fn kfaas_runtime_serves_the_hello_example_from_a_pod() {
     );
     delete_namespace(&client, &ns).await;
 }
+
+/// Services work for pods: a client pod resolves a Service by its short name through the
+/// cluster DNS and gets an answer through the Service's cluster IP, and exits 0 (phase
+/// Succeeded). On the process node the suite also connects to the cluster IP itself.
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn a_pod_reaches_a_service_by_dns_name() {
+    let client = client().await;
+    let ns = temp_namespace(&client, "e2e-svc").await.expect("namespace");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let apply = PatchParams::apply(MANAGER).force();
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "backend"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "backend"}},
+            "template": {
+                "metadata": {"labels": {"app": "backend"}},
+                "spec": {"containers": [{
+                    "name": "web", "image": http_image(),
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    });
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "backend"},
+        "spec": {"selector": {"app": "backend"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+    });
+    deployments
+        .patch("backend", &apply, &Patch::Apply(&deployment))
+        .await
+        .expect("apply Deployment");
+    let svc = services
+        .patch("backend", &apply, &Patch::Apply(&service))
+        .await
+        .expect("apply Service");
+    let cluster_ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the Service has a cluster IP");
+    wait_for(
+        "Deployment backend to have 2 ready replicas",
+        Duration::from_secs(90),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("backend").await?;
+                Ok(d.status.and_then(|s| s.ready_replicas) == Some(2))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    if std::env::var_os("KFAAS_E2E_PROCESS_NODE").is_some() {
+        let addr = format!("{cluster_ip}:80");
+        wait_for(
+            &format!("{addr} to answer"),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move { Ok(http_get(&addr, "/").await.is_ok_and(|(s, _)| s == 200)) }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+
+    let script = "import socket, urllib.request\n\
+                  ip = socket.gethostbyname('backend')\n\
+                  body = urllib.request.urlopen('http://backend/', timeout=10).read()\n\
+                  assert body, 'empty body'\n\
+                  print('backend resolved to', ip, 'and answered', len(body), 'bytes')\n";
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "client", "image": http_image(),
+                "command": ["python3", "-c", script],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }],
+        },
+    });
+    pods.patch("client", &apply, &Patch::Apply(&pod))
+        .await
+        .expect("apply client Pod");
+    let outcome = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    wait_for("Pod client to finish", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let outcome = outcome.clone();
+        async move {
+            let p = pods.get("client").await?;
+            let status = p.status.unwrap_or_default();
+            let phase = status.phase.unwrap_or_default();
+            let message = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.state.and_then(|s| s.terminated))
+                .map(|t| format!("exit {}: {}", t.exit_code, t.message.unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            *outcome.lock().expect("lock") = format!("{phase} {message}");
+            Ok(phase == "Succeeded" || phase == "Failed")
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let outcome = outcome.lock().expect("lock").clone();
+    assert!(
+        outcome.starts_with("Succeeded"),
+        "the client pod could not reach Service backend by name: {outcome}"
+    );
+    assert!(
+        cluster_ip.parse::<std::net::IpAddr>().is_ok(),
+        "cluster IP {cluster_ip:?}"
+    );
+    delete_namespace(&client, &ns).await;
+}
