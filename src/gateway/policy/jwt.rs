@@ -22,6 +22,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{
     Refusal,
@@ -208,6 +209,12 @@ pub fn verify(
     now: DateTime<Utc>,
     leeway: Duration,
 ) -> Result<JwtIdentity, JwtError> {
+    let claims = verify_signature(token, key)?;
+    check_claims(&claims, config, now, leeway)
+}
+
+/// Checks a token's signature and algorithm with `key`; returns its claims, unchecked.
+pub fn verify_signature(token: &str, key: &VerifyKey) -> Result<Value, JwtError> {
     let header = decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     if !key.algorithms.contains(&header.alg) {
         return Err(JwtError::DisallowedAlgorithm(format!("{:?}", header.alg)));
@@ -233,6 +240,16 @@ pub fn verify(
     if !claims.is_object() {
         return Err(JwtError::Malformed("the claims are not an object".into()));
     }
+    Ok(claims)
+}
+
+/// Checks verified claims against a route's authorizer at `now`.
+pub fn check_claims(
+    claims: &Value,
+    config: &JwtConfig,
+    now: DateTime<Utc>,
+    leeway: Duration,
+) -> Result<JwtIdentity, JwtError> {
     if claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str()) {
         return Err(JwtError::InvalidIssuer);
     }
@@ -245,13 +262,13 @@ pub fn verify(
     }
     let now = now.timestamp();
     let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
-    match seconds(&claims, "exp")? {
+    match seconds(claims, "exp")? {
         Some(exp) if now <= exp.saturating_add(leeway) => {}
         Some(_) => return Err(JwtError::Expired),
         None => return Err(JwtError::Malformed("the token has no exp".into())),
     }
     for name in ["nbf", "iat"] {
-        if let Some(t) = seconds(&claims, name)?
+        if let Some(t) = seconds(claims, name)?
             && t > now.saturating_add(leeway)
         {
             return Err(JwtError::NotYetValid);
@@ -264,15 +281,44 @@ pub fn verify(
     if !config.scopes.is_empty() && !scopes.iter().any(|s| config.scopes.contains(s)) {
         return Err(JwtError::MissingScope);
     }
-    Ok(JwtIdentity { claims, scopes })
+    Ok(JwtIdentity {
+        claims: claims.clone(),
+        scopes,
+    })
 }
 
 /// Verifies tokens against keys from a [`JwksCache`], on the injected clock.
-#[derive(Debug, Clone)]
+///
+/// Signature checks are the expensive part (an RSA verification per request), so tokens whose
+/// signature verified are remembered by their SHA-256 digest and key source for a short while;
+/// their claims are still checked against the route and the clock on every request. A key
+/// removed from the issuer's set therefore stops working within [`VERIFIED_TOKEN_TTL`].
+#[derive(Clone)]
 pub struct JwtVerifier {
     keys: Arc<JwksCache>,
     clock: SharedClock,
+    verified: moka::sync::Cache<[u8; 32], Arc<Value>>,
     pub leeway: Duration,
+}
+
+/// How long a verified signature is remembered.
+pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_digest(source: &JwksSource, token: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(format!("{source:?}").as_bytes());
+    hash.update([0]);
+    hash.update(token.as_bytes());
+    hash.finalize().into()
 }
 
 impl JwtVerifier {
@@ -280,6 +326,10 @@ impl JwtVerifier {
         Self {
             keys,
             clock,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_TOKEN_TTL)
+                .build(),
             leeway: DEFAULT_LEEWAY,
         }
     }
@@ -295,13 +345,23 @@ impl JwtVerifier {
         identity: Option<&str>,
     ) -> Result<JwtIdentity, JwtError> {
         let token = token_from(identity)?;
-        let header = decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
-        let key = self
-            .keys
-            .key(&config.jwks, header.kid.as_deref())
-            .await?
-            .ok_or_else(|| JwtError::UnknownKey(header.kid.clone()))?;
-        verify(token, &key, config, self.clock.utc(), self.leeway)
+        let digest = token_digest(&config.jwks, token);
+        let claims = match self.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let header =
+                    decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+                let key = self
+                    .keys
+                    .key(&config.jwks, header.kid.as_deref())
+                    .await?
+                    .ok_or_else(|| JwtError::UnknownKey(header.kid.clone()))?;
+                let claims = Arc::new(verify_signature(token, &key)?);
+                self.verified.insert(digest, claims.clone());
+                claims
+            }
+        };
+        check_claims(&claims, config, self.clock.utc(), self.leeway)
     }
 }
 

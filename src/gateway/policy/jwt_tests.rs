@@ -254,6 +254,18 @@ async fn the_verifier_fetches_keys_and_refetches_on_an_unknown_kid() {
         verifier.authorize(&cfg, None).await.map(|_| ()),
         Err(JwtError::MissingToken)
     );
+    // A remembered signature still meets each route's own claim checks.
+    assert_eq!(
+        verifier
+            .authorize(&config(&["admin"]), Some(&bearer))
+            .await
+            .map(|_| ()),
+        Err(JwtError::MissingScope)
+    );
+    let mut tampered = token.clone();
+    tampered.push('x');
+    assert!(verifier.authorize(&cfg, Some(&tampered)).await.is_err());
+    assert_eq!(fetcher.count(), 2);
     // The verifier reads time from the clock: ten minutes on, the token has expired.
     clock.advance(Duration::from_secs(600));
     assert_eq!(

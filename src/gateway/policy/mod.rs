@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod authorizer;
 pub mod cache;
 pub mod clock;
+pub mod compiled;
 pub mod cors;
 pub mod decision_cache;
 pub mod ip_rules;
