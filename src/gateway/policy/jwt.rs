@@ -29,7 +29,7 @@ use super::{
     clock::SharedClock,
     jwks::{JwksCache, JwksError, JwksSource, VerifyKey},
 };
-use crate::api::JwtAuthorizer;
+use crate::api::{JwtAuthorizer, PayloadFormat};
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -132,10 +132,12 @@ pub struct JwtIdentity {
 }
 
 impl JwtIdentity {
-    /// `requestContext.authorizer` of a 2.0 event: `{"jwt": {"claims": {...}, "scopes": ...}}`.
-    /// API Gateway passes every claim as a string (numbers as digits, arrays as `[a b]`), and
-    /// `scopes` only for routes that require scopes (`null` otherwise).
-    pub fn event_authorizer(&self, route_scopes: &[String]) -> Value {
+    /// `requestContext.authorizer` of the integration's event. 2.0 (HTTP APIs):
+    /// `{"jwt": {"claims": {...}, "scopes": ...}}`; 1.0: `{"claims": {...}, "scopes": ...}`, as
+    /// REST APIs' token authorizers (Cognito) pass them. API Gateway passes every claim as a
+    /// string (numbers as digits, arrays as `[a b]`), and `scopes` only for routes that require
+    /// scopes (`null` otherwise).
+    pub fn event_authorizer(&self, route_scopes: &[String], format: PayloadFormat) -> Value {
         let claims: Map<String, Value> = self
             .claims
             .as_object()
@@ -150,7 +152,11 @@ impl JwtIdentity {
         } else {
             Value::from(self.scopes.clone())
         };
-        serde_json::json!({ "jwt": { "claims": claims, "scopes": scopes } })
+        let inner = serde_json::json!({ "claims": claims, "scopes": scopes });
+        match format {
+            PayloadFormat::V2 => serde_json::json!({ "jwt": inner }),
+            PayloadFormat::V1 => inner,
+        }
     }
 }
 

@@ -77,14 +77,16 @@ fn valid_rs256_and_es256_tokens_pass() {
 #[test]
 fn claims_go_into_the_event_as_strings() {
     let identity = check(&sign(Algorithm::RS256, "rsa-1", &claims()), "rsa-1", &[]).expect("valid");
-    let event = identity.event_authorizer(&[]);
+    let event = identity.event_authorizer(&[], PayloadFormat::V2);
     let c = &event["jwt"]["claims"];
     assert_eq!(c["exp"], (now().timestamp() + 600).to_string());
     assert_eq!(c["groups"], "[a b]");
     assert_eq!(c["sub"], "user-1");
     assert_eq!(event["jwt"]["scopes"], Value::Null);
-    let event = identity.event_authorizer(&["orders:read".into()]);
+    let event = identity.event_authorizer(&["orders:read".into()], PayloadFormat::V2);
     assert_eq!(event["jwt"]["scopes"], json!(["orders:read", "profile"]));
+    let v1 = identity.event_authorizer(&[], PayloadFormat::V1);
+    assert_eq!(v1["claims"]["sub"], "user-1");
 }
 
 #[test]
