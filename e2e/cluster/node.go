@@ -116,6 +116,7 @@ func runNode(args []string) int {
 	}
 	go a.heartbeat(ctx)
 	a.svc = a.startServices(ctx)
+	go a.serveKubelet(ctx)
 
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "spec.nodeName=" + a.name

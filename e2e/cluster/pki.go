@@ -83,6 +83,15 @@ func (p pki) ensure(serverIPs []net.IP) error {
 	}); err != nil {
 		return err
 	}
+	// The node agent's kubelet endpoint (logs), for the API server to call.
+	if err := leaf("kubelet", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "kfaas-node"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: serverIPs,
+		DNSNames:    []string{"localhost", "kfaas-node"},
+	}); err != nil {
+		return err
+	}
 	if err := leaf("admin", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kfaas-e2e-admin", Organization: []string{"system:masters"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

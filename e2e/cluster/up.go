@@ -214,6 +214,11 @@ func runUp(args []string) int {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
 		// Aggregation is unused; naming a CA keeps the controllers' authn from complaining.
+		// `kubectl logs`: the API server calls the node agent's kubelet endpoint.
+		"--kubelet-client-certificate=" + pk("admin.crt"),
+		"--kubelet-client-key=" + pk("admin.key"),
+		"--kubelet-certificate-authority=" + pk("ca.crt"),
+		"--kubelet-preferred-address-types=InternalIP",
 		"--requestheader-client-ca-file=" + pk("ca.crt"),
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",

@@ -461,6 +461,15 @@ async fn a_pod_reaches_a_service_by_dns_name() {
         outcome.starts_with("Succeeded"),
         "the client pod could not reach Service backend by name: {outcome}"
     );
+    // Its output reads back through the API server (`kubectl logs`).
+    let logs = pods
+        .logs("client", &Default::default())
+        .await
+        .expect("logs of Pod client");
+    assert!(
+        logs.contains("backend resolved to"),
+        "the client pod's log lacks its output: {logs:?}"
+    );
     assert!(
         cluster_ip.parse::<std::net::IpAddr>().is_ok(),
         "cluster IP {cluster_ip:?}"
