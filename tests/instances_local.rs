@@ -247,3 +247,22 @@ async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
     ));
     assert!(instances.ready_instances(&key).is_err());
 }
+
+#[tokio::test]
+async fn an_instance_that_fails_init_is_routable_and_answers_with_the_init_error() {
+    let (instances, _capture) = manager();
+    let key = FunctionKey::new("default", "broken");
+    instances.set_functions(vec![LocalFunctionSpec::lambda(
+        key.clone(),
+        RuntimeKind::Nodejs,
+        fixture("node-init-error"),
+        Some("index.handler".to_owned()),
+    )]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
+    let out = support::invoke(ready[0].addr, "{}", None).await;
+    out.failed("init");
+    assert_eq!(out.json()["errorMessage"], "init boom from node");
+    instances.shutdown().await;
+}
