@@ -31,7 +31,10 @@ use super::Refusal;
 pub use super::decision_cache::DecisionCache;
 use crate::{
     api::{AuthorizerType, FunctionAuthorizer, PayloadFormat},
-    gateway::event::{EventInput, LOCAL_ACCOUNT_ID, build_v1, build_v2},
+    gateway::{
+        event::{EventInput, LOCAL_ACCOUNT_ID, build_v1, build_v2},
+        invoke::LambdaOutcome,
+    },
 };
 
 /// The region in ARNs kfaas builds: there is no AWS region behind it.
@@ -414,6 +417,28 @@ pub fn parse_response(
         statements,
         context: context_of(m, true)?,
     })
+}
+
+/// Reads the outcome of invoking the authorizer function: its answer, or, when it failed, the
+/// error its `errorMessage` stands for (`Unauthorized` is 401, anything else 500).
+pub fn read_outcome(
+    config: &AuthorizerConfig,
+    outcome: &LambdaOutcome,
+) -> Result<AuthorizerResponse, AuthorizerError> {
+    match outcome {
+        LambdaOutcome::Result(body) => parse_response(config, body),
+        LambdaOutcome::Failed { kind, body } => {
+            let message = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("errorMessage")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| kind.clone());
+            Err(AuthorizerError::from_function_error(&message))
+        }
+    }
 }
 
 /// IAM-style wildcard match: `*` is any run of characters, `?` any one character.

@@ -325,6 +325,29 @@ fn malformed_answers_are_authorizer_failures() {
         Refusal::AuthorizerFailed
     );
     assert_eq!(Refusal::AuthorizerFailed.status().as_u16(), 500);
+
+    let thrown = |message: &str| LambdaOutcome::Failed {
+        kind: "Unhandled".into(),
+        body: Bytes::from(json!({"errorMessage": message, "errorType": "Error"}).to_string()),
+    };
+    assert_eq!(
+        read_outcome(&cfg, &thrown("Unauthorized")).map_err(|e| e.refusal()),
+        Err(Refusal::Unauthorized)
+    );
+    assert_eq!(
+        read_outcome(&cfg, &thrown("database down")).map_err(|e| e.refusal()),
+        Err(Refusal::AuthorizerFailed)
+    );
+    let timeout = LambdaOutcome::Failed {
+        kind: "Sandbox.Timedout".into(),
+        body: Bytes::new(),
+    };
+    assert_eq!(
+        read_outcome(&cfg, &timeout).map_err(|e| e.refusal()),
+        Err(Refusal::AuthorizerFailed)
+    );
+    let answered = LambdaOutcome::Result(Bytes::from(policy("Allow", json!(ARN))));
+    assert!(read_outcome(&cfg, &answered).is_ok());
 }
 
 #[test]

@@ -133,6 +133,16 @@ pub fn parse_jwks(document: &[u8]) -> Result<Vec<VerifyKey>, JwksError> {
         .collect())
 }
 
+/// The JWKS document a Secret holds under `jwks.json` (a route's `jwksSecret`), from
+/// `stringData` or `data`, for [`JwksCache::set_document`].
+pub fn secret_document(secret: &k8s_openapi::api::core::v1::Secret) -> Option<&[u8]> {
+    const KEY: &str = "jwks.json";
+    match secret.string_data.as_ref().and_then(|d| d.get(KEY)) {
+        Some(s) => Some(s.as_bytes()),
+        None => secret.data.as_ref()?.get(KEY).map(|b| b.0.as_slice()),
+    }
+}
+
 /// A boxed future, so the fetcher trait stays object-safe without extra dependencies.
 pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, JwksError>> + Send + 'a>>;
 

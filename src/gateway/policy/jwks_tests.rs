@@ -169,7 +169,19 @@ async fn secret_sets_never_fetch() {
         cache.key(&source, Some("rsa-1")).await,
         Err(JwksError::UnknownSource(_))
     ));
-    assert_eq!(cache.set_document("ns/jwks", JWKS), Ok(2));
+    let secret = k8s_openapi::api::core::v1::Secret {
+        data: Some(
+            [(
+                "jwks.json".to_string(),
+                k8s_openapi::ByteString(JWKS.to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let document = secret_document(&secret).expect("jwks.json");
+    assert_eq!(cache.set_document("ns/jwks", document), Ok(2));
+    assert!(secret_document(&Default::default()).is_none());
     assert!(
         cache
             .key(&source, Some("ec-1"))
