@@ -30,6 +30,13 @@ impl OutputSink for Capture {
 }
 
 impl Capture {
+    fn any(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.0
+            .lock()
+            .map(|l| l.iter().any(|x| pred(x)))
+            .unwrap_or(false)
+    }
+
     async fn wait_for(&self, within: Duration, pred: impl Fn(&str) -> bool) -> bool {
         let deadline = Instant::now() + within;
         loop {
@@ -110,6 +117,10 @@ async fn zero_to_one_on_demand_then_scale_to_zero() {
     instances.shutdown().await;
     assert!(instances.instances(&key).is_empty());
     assert!(
+        !capture.any(|l| l.contains("did not exit")),
+        "stopped by SIGTERM alone"
+    );
+    assert!(
         support::invoke_result(ready[0].addr).await.is_err(),
         "process stopped"
     );
@@ -170,6 +181,10 @@ async fn graceful_stop_loses_no_in_flight_invocation() {
     assert!(
         support::invoke_result(addr).await.is_err(),
         "the instance exited"
+    );
+    assert!(
+        !capture.any(|l| l.contains("did not exit")),
+        "stopped by SIGTERM alone"
     );
 }
 

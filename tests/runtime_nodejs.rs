@@ -344,3 +344,29 @@ async fn bad_configuration_fails_fast_with_a_clear_error() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn exit_with_parent_drains_and_exits_when_stdin_closes() {
+    let mut args = node_args("handlers.sleep", &[]);
+    args.push("--exit-with-parent".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut rt = Runtime::start_with_stdin(&refs, std::process::Stdio::piped()).await;
+    rt.wait_ready().await;
+    let parent_pipe = rt.child.stdin.take().expect("stdin pipe");
+    let addr = rt.addr;
+    let slow =
+        tokio::spawn(async move { support::invoke(addr, r#"{"ms":500}"#, Some("orphaned")).await });
+    rt.stdout
+        .wait_for(Duration::from_secs(5), |l| {
+            l.starts_with("START RequestId: orphaned")
+        })
+        .await
+        .expect("slow invocation started");
+    drop(parent_pipe);
+    slow.await.expect("join").ok();
+    let status = rt
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("runtime exited after its parent's pipe closed");
+    assert!(status.success(), "{status:?}");
+}

@@ -44,6 +44,10 @@ pub struct Args {
         default_value = "127.0.0.1:9001"
     )]
     runtime_api_listen: SocketAddr,
+    /// Shut down gracefully when stdin reaches end of file: a parent that holds the write end
+    /// of a pipe (the local instance manager) died, so nothing will route here any more.
+    #[arg(long, env = "KFAAS_EXIT_WITH_PARENT")]
+    exit_with_parent: bool,
     /// Folder holding nodejs/ and python/ bootstraps.
     #[arg(long, env = "KFAAS_RUNTIMES_DIR")]
     runtimes_dir: Option<PathBuf>,
@@ -77,6 +81,7 @@ impl Args {
 
 pub fn run(args: Args) -> ExitCode {
     super::logging::init();
+    let exit_with_parent = args.exit_with_parent;
     let exe = std::env::current_exe().ok();
     let config = match RuntimeConfig::resolve(args.options(), exe.as_deref()) {
         Ok(config) => config,
@@ -95,7 +100,10 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(runtime::run(config, shutdown_signal())) {
+    let result = rt.block_on(runtime::run(config, shutdown_signal(exit_with_parent)));
+    // A blocking stdin read may still be pending; it must not hold the exit.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kfaas runtime: {e}");
@@ -104,19 +112,40 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM (Kubernetes, the local manager) or Ctrl-C.
-async fn shutdown_signal() {
+/// Completes on SIGTERM (Kubernetes, the local manager), Ctrl-C, or, with
+/// `--exit-with-parent`, at end of file on stdin.
+async fn shutdown_signal(exit_with_parent: bool) {
     use tokio::signal::unix::{SignalKind, signal};
+    let parent_gone = async {
+        if exit_with_parent {
+            stdin_closed().await;
+            tracing::info!("stdin closed: the parent is gone");
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+                () = parent_gone => {}
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the runtime");
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = parent_gone => {}
+            }
         }
     }
+}
+
+/// Reads stdin to its end (or a read error), discarding what comes.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }

@@ -93,6 +93,10 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
             return Exit::StartFailed(e.to_string());
         }
     };
+    // Held (not left in `child`, whose `wait` would close it) until this instance ends: a
+    // `kfaas runtime` started with `--exit-with-parent` shuts down when it closes, which also
+    // happens when this whole process dies.
+    let _parent_pipe = child.stdin.take();
     let ready = async {
         match http_addr {
             Some(addr) => wait_port(addr).await,
@@ -103,7 +107,7 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
         addr = ready => addr,
         status = child.wait() => return Exit::StartFailed(describe(&status)),
         () = plan.stop.cancelled() => {
-            stop(&mut child, plan.spec.protocol, grace(&plan.spec)).await;
+            stop(plan, &mut child).await;
             return Exit::Stopped;
         }
         () = sleep(START_DEADLINE) => {
@@ -120,7 +124,7 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
     tokio::select! {
         status = child.wait() => Exit::Died(describe(&status)),
         () = plan.stop.cancelled() => {
-            stop(&mut child, plan.spec.protocol, grace(&plan.spec)).await;
+            stop(plan, &mut child).await;
             Exit::Stopped
         }
     }
@@ -167,7 +171,11 @@ fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
             cmd.env_remove(&key);
         }
     }
-    cmd.stdin(Stdio::null())
+    let stdin = match spec.protocol {
+        Protocol::Lambda => Stdio::piped(),
+        Protocol::Http => Stdio::null(),
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -188,6 +196,7 @@ fn runtime_command(plan: &InstancePlan) -> Command {
     let spec = &plan.spec;
     let mut cmd = Command::new(&plan.kfaas_bin);
     cmd.arg("runtime")
+        .arg("--exit-with-parent")
         .args(["--listen", "127.0.0.1:0"])
         .arg("--function-name")
         .arg(&spec.key.name)
@@ -291,8 +300,12 @@ fn signal_group(child: &Child, signal: Signal) {
 
 /// SIGTERM, wait up to `grace`, then SIGKILL. A `kfaas runtime` gets SIGTERM alone (it drains
 /// its invocations and then stops its handlers itself); an http function's whole group gets it.
-async fn stop(child: &mut Child, protocol: Protocol, grace: Duration) {
-    match (protocol, child.id().and_then(|p| i32::try_from(p).ok())) {
+async fn stop(plan: &InstancePlan, child: &mut Child) {
+    let grace = grace(&plan.spec);
+    match (
+        plan.spec.protocol,
+        child.id().and_then(|p| i32::try_from(p).ok()),
+    ) {
         (Protocol::Lambda, Some(pid)) => {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
@@ -301,6 +314,13 @@ async fn stop(child: &mut Child, protocol: Protocol, grace: Duration) {
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(child, Signal::SIGKILL);
         let _ = child.wait().await;
+        plan.sink.line(
+            &plan.key,
+            &format!(
+                "kfaas: instance {} did not exit within {grace:?} of SIGTERM; killed",
+                plan.id
+            ),
+        );
     }
 }
 
