@@ -177,3 +177,73 @@ async fn rust_lambda_runtime_handler_runs_as_provided() {
     // The handler keeps serving after an error.
     assert_eq!(rt.invoke(r#"{"n":6}"#).await.ok()["echo"]["n"], 6);
 }
+
+/// AWS's Node.js client (`aws-lambda-ric` 3.x, for Node 20) compiles native code on install
+/// (about ten minutes here, and it needs autoconf, automake, libtool, cmake, make and g++), so
+/// it runs only with `KFAAS_TEST_NODE_RIC=1`; the install goes to
+/// `~/.cache/kfaas-test/node-ric` and is reused. An install failure fails the test with npm's
+/// own output.
+#[tokio::test]
+async fn node_aws_lambda_ric_runs_an_unmodified_handler() {
+    if std::env::var("KFAAS_TEST_NODE_RIC").as_deref() != Ok("1") {
+        eprintln!(
+            "node_aws_lambda_ric_runs_an_unmodified_handler: not run; set KFAAS_TEST_NODE_RIC=1 \
+             (npm builds aws-lambda-ric's native code: needs autoconf automake libtool cmake g++)"
+        );
+        return;
+    }
+    let entry = tokio::task::spawn_blocking(node_ric_entry)
+        .await
+        .expect("join");
+    let entry = entry.to_str().expect("path").to_owned();
+    let code = fixture("node");
+    let rt = Runtime::ready(&[
+        "--code",
+        code.to_str().expect("path"),
+        "--function-name",
+        "node-ric",
+        "--",
+        "node",
+        &entry,
+        "handlers.info",
+    ])
+    .await;
+    let body = rt
+        .invoke_with_id(r#"{"via":"ric"}"#, Some("ric-node-1"))
+        .await
+        .ok();
+    assert_eq!(body["event"]["via"], "ric");
+    assert_eq!(body["awsRequestId"], "ric-node-1");
+    assert_eq!(body["functionName"], "node-ric");
+    assert!(body["remaining"].as_i64().is_some_and(|r| r > 0), "{body}");
+
+    let failing = Runtime::ready(&[
+        "--code",
+        code.to_str().expect("path"),
+        "--",
+        "node",
+        &entry,
+        "handlers.throws",
+    ])
+    .await;
+    let out = failing.invoke("{}").await;
+    out.failed("function");
+    assert_eq!(out.json()["errorMessage"], "boom from node");
+}
+
+fn node_ric_entry() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| target_dir(), PathBuf::from);
+    let dir = home.join(".cache/kfaas-test/node-ric");
+    let entry = dir.join("node_modules/aws-lambda-ric/bin/index.mjs");
+    let native = dir.join("node_modules/aws-lambda-ric/dist/rapid-client.node");
+    if !(entry.is_file() && native.is_file()) {
+        std::fs::create_dir_all(&dir).expect("cache dir");
+        run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "aws-lambda-ric@3"])
+                .current_dir(&dir),
+            "npm install aws-lambda-ric@3",
+        );
+    }
+    entry
+}
