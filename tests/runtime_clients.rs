@@ -232,7 +232,7 @@ async fn node_aws_lambda_ric_runs_an_unmodified_handler() {
 }
 
 fn node_ric_entry() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(|| target_dir(), PathBuf::from);
+    let home = std::env::var_os("HOME").map_or_else(target_dir, PathBuf::from);
     let dir = home.join(".cache/kfaas-test/node-ric");
     let entry = dir.join("node_modules/aws-lambda-ric/bin/index.mjs");
     let native = dir.join("node_modules/aws-lambda-ric/dist/rapid-client.node");
