@@ -200,6 +200,13 @@ async fn function_failures_get_api_gateway_answers() {
         expect(502, "Internal server error"),
         "a malformed 1.0 response"
     );
+    // Warm first, so the 504 below is the invocation's own timeout, not a cold start's.
+    let warm = client
+        .get(server.url("/test/slow?ms=10"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(warm.status(), 200);
     let got = json(
         client
             .get(server.url("/test/slow-short?ms=600"))

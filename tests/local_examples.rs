@@ -71,19 +71,28 @@ async fn shop_routes_by_precedence_with_stage_variables_and_canary() {
         .expect("request");
     assert_eq!(response.status(), 404, "the stage lives under /prod");
 
-    let response = client
-        .post(server.url("/prod/orders"))
-        .header("content-type", "application/json")
-        .body(r#"{"item":"book"}"#)
-        .send()
+    let create = |key: Option<&str>| {
+        let mut request = client
+            .post(server.url("/prod/orders"))
+            .header("content-type", "application/json")
+            .body(r#"{"item":"book"}"#);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send()
+    };
+    let response = create(None).await.expect("request");
+    assert_eq!(
+        response.status(),
+        403,
+        "POST /prod/orders needs the partner's API key"
+    );
+    let response = create(Some("acme-demo-key-change-me"))
         .await
         .expect("request");
-    // Without the API key policy this route is open; the policies issue makes it 403.
-    let status = response.status().as_u16();
-    assert!(
-        status == 201 || status == 403,
-        "POST /prod/orders answered {status}"
-    );
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["created"]["item"], "book");
 }
 
 #[tokio::test]

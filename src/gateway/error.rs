@@ -31,6 +31,12 @@ pub enum GatewayError {
     Unreachable { function: String, reason: String },
     #[error("could not build the event: {0}")]
     Event(String),
+    #[error("refused by policy: {refusal}")]
+    Policy {
+        refusal: super::policy::Refusal,
+        /// Why a JWT was refused, for the `www-authenticate` header.
+        www_authenticate: Option<String>,
+    },
 }
 
 impl GatewayError {
@@ -49,12 +55,14 @@ impl GatewayError {
             Self::MalformedResponse { .. } => "malformed_response",
             Self::Unreachable { .. } => "unreachable",
             Self::Event(_) => "event",
+            Self::Policy { refusal, .. } => refusal.category(),
         }
     }
 
     /// API Gateway's status and message for this failure.
     pub fn status_and_message(&self) -> (StatusCode, &'static str) {
         match self {
+            Self::Policy { refusal, .. } => (refusal.status(), refusal.message()),
             Self::NotFound => (StatusCode::NOT_FOUND, "Not Found"),
             Self::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
@@ -67,10 +75,12 @@ impl GatewayError {
             Self::NoIntegration { .. } | Self::Event(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
             }
-            Self::NoReadyInstance { .. } | Self::ActivatorQueueFull { .. } => {
+            Self::ActivatorQueueFull { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
             }
-            Self::IntegrationTimeout { .. } => {
+            // The integration timeout covers a cold start, as on Lambda: waiting for an
+            // instance past the route's deadline is an integration timeout too.
+            Self::NoReadyInstance { .. } | Self::IntegrationTimeout { .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, "Endpoint request timed out")
             }
             Self::FunctionError { .. }
@@ -82,7 +92,18 @@ impl GatewayError {
     /// The HTTP answer. The message is API Gateway's; the detail stays in the logs.
     pub fn to_response(&self) -> Response<Bytes> {
         let (status, message) = self.status_and_message();
-        json_message(status, message)
+        let mut response = json_message(status, message);
+        if let Self::Policy {
+            www_authenticate: Some(why),
+            ..
+        } = self
+            && let Ok(value) = HeaderValue::from_str(why)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 
@@ -140,8 +161,23 @@ mod tests {
                     function: "f".into(),
                     waited_ms: 1,
                 },
+                504,
+                "Endpoint request timed out",
+            ),
+            (
+                GatewayError::ActivatorQueueFull {
+                    function: "f".into(),
+                },
                 503,
                 "Service Unavailable",
+            ),
+            (
+                GatewayError::Policy {
+                    refusal: crate::gateway::policy::Refusal::QuotaExceeded,
+                    www_authenticate: None,
+                },
+                429,
+                "Limit Exceeded",
             ),
         ];
         for (error, status, message) in cases {

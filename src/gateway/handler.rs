@@ -1,29 +1,33 @@
-//! One request through the gateway: stage and route match → canary → activator → invoke →
-//! response mapping, then one access-log line and the metrics.
+//! One request through the gateway: stage and route match → CORS preflight → canary → policies
+//! (IP rules, authorizer, API key, throttle and quota) → cache → activator → invoke → response
+//! mapping, then CORS headers, one access-log line and the metrics.
 
 use std::{
-    net::SocketAddr,
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header, request::Parts};
 use hyper::body::Incoming;
 
 use super::{
     access_log::{AccessLog, AccessRecord},
     activator::Activator,
     error::GatewayError,
-    event::{EventInput, build_v1, build_v2},
-    invoke::{Body, Invoker, LambdaOutcome, full},
-    metrics::{FunctionLabels, GatewayMetrics, RouteDurationLabels, RouteLabels, status_class},
-    response::{map_v1, map_v2},
-    table::{FunctionEntry, Matched, RouteTable},
+    event::EventInput,
+    invoke::{Body, Invoker, full},
+    metrics::{ErrorLabels, GatewayMetrics, RouteDurationLabels, RouteLabels, status_class},
+    policy::{
+        cache::{CACHE_STATUS_HEADER, CacheLookup, ResponseCache},
+        compiled::PolicyState,
+        cors::CorsPolicy,
+    },
+    table::{Matched, RouteEntry, RouteTable},
 };
-use crate::{api::FunctionProtocol, api::PayloadFormat, backend::FunctionKey};
+use crate::api::FunctionProtocol;
 
 /// Size limits, API Gateway's by default.
 #[derive(Clone, Debug)]
@@ -54,19 +58,69 @@ pub struct Gateway {
     pub metrics: Arc<GatewayMetrics>,
     pub access_log: AccessLog,
     pub limits: Limits,
+    /// Keys, limiter counters, JWKS and the caches; outlive table rebuilds.
+    pub policies: Arc<PolicyState>,
     /// Shown as `requestContext.apiId`.
     pub api_id: String,
 }
 
-/// What is known of a request by the time it is answered, for the log line.
+/// What is known of a request by the time it is answered, for the log line and CORS.
 #[derive(Default)]
-struct Trace {
-    route_key: Option<String>,
-    stage: Option<String>,
-    api: Option<String>,
-    function: Option<String>,
-    integration: Option<Duration>,
-    cold: bool,
+pub(super) struct Trace {
+    pub route: Option<Arc<RouteEntry>>,
+    pub stage: Option<String>,
+    pub api: Option<String>,
+    pub function: Option<String>,
+    pub integration: Option<Duration>,
+    pub cold: bool,
+    pub source_ip: Option<IpAddr>,
+    pub api_key_id: Option<String>,
+    /// The answer is a CORS preflight, which carries its CORS headers already.
+    pub preflight: bool,
+}
+
+/// A matched request on its way through the policies to its function.
+pub(super) struct Call<'a> {
+    pub parts: &'a Parts,
+    pub matched: &'a Matched<'a>,
+    pub variables: &'a BTreeMap<String, String>,
+    pub source_ip: IpAddr,
+    pub request_id: &'a str,
+    pub request_time: chrono::DateTime<chrono::Utc>,
+    pub host: Option<&'a str>,
+    pub api_id: &'a str,
+}
+
+impl Call<'_> {
+    /// The event input for this request (the function's or its authorizer's).
+    pub fn event_input<'e>(
+        &'e self,
+        body: &'e [u8],
+        api_key_id: Option<&'e str>,
+        authorizer: Option<&'e serde_json::Value>,
+    ) -> EventInput<'e> {
+        EventInput {
+            method: &self.parts.method,
+            headers: &self.parts.headers,
+            query: self.parts.uri.query(),
+            body,
+            raw_path: self.parts.uri.path(),
+            path: self.matched.stage_path,
+            resource_path: &self.matched.route.resource_path,
+            route_key: &self.matched.route.route_key,
+            path_parameters: &self.matched.path_parameters,
+            stage: &self.matched.stage.name,
+            stage_variables: self.variables,
+            request_id: self.request_id,
+            request_time: self.request_time,
+            api_id: self.api_id,
+            domain_name: self.host.map(|h| h.split(':').next().unwrap_or(h)),
+            source_ip: self.source_ip,
+            protocol: version_name(self.parts.version),
+            api_key_id,
+            authorizer,
+        }
+    }
 }
 
 impl Gateway {
@@ -86,6 +140,7 @@ impl Gateway {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let origin = request.headers().get(header::ORIGIN).cloned();
         let protocol = version_name(request.version());
         let mut trace = Trace::default();
 
@@ -94,13 +149,23 @@ impl Gateway {
             .await;
         let (mut response, error) = match result {
             Ok(response) => (response, None),
-            Err(e) => {
-                let response = e.to_response().map(full);
-                (response, Some(e))
-            }
+            Err(e) => (e.to_response().map(full), Some(e)),
         };
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("apigw-requestid", id);
+        }
+        // CORS headers on every answer of a CORS route, the gateway's own errors included.
+        if let Some(cors) = trace
+            .route
+            .as_ref()
+            .and_then(|r| r.policies.cors.as_ref())
+            .filter(|_| !trace.preflight)
+        {
+            let mut request_headers = HeaderMap::new();
+            if let Some(origin) = origin {
+                request_headers.insert(header::ORIGIN, origin);
+            }
+            cors.apply(&request_headers, response.headers_mut());
         }
 
         let status = response.status().as_u16();
@@ -108,14 +173,14 @@ impl Gateway {
         if let Some(e) = &error {
             self.metrics
                 .errors
-                .get_or_create(&super::metrics::ErrorLabels {
+                .get_or_create(&ErrorLabels {
                     category: e.category(),
                 })
                 .inc();
         }
         let api = trace.api.as_deref().unwrap_or("");
         let stage = trace.stage.as_deref().unwrap_or("");
-        let route_key = trace.route_key.as_deref().unwrap_or("");
+        let route_key = trace.route.as_ref().map_or("", |r| r.route_key.as_str());
         self.metrics
             .requests
             .get_or_create(&RouteLabels {
@@ -138,7 +203,7 @@ impl Gateway {
             .unwrap_or(0);
         self.access_log.log(&AccessRecord {
             request_id: &request_id,
-            ip: peer.ip().to_string(),
+            ip: trace.source_ip.unwrap_or(peer.ip()).to_string(),
             request_time: request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
             http_method: method.as_str(),
             path: &path,
@@ -152,7 +217,7 @@ impl Gateway {
             integration_latency: trace.integration.map(|d| d.as_secs_f64() * 1000.0),
             function: trace.function.as_deref(),
             user_agent: user_agent.as_deref(),
-            api_key_id: None,
+            api_key_id: trace.api_key_id.as_deref(),
             cold_start: trace.cold,
             error: error.as_ref().map(GatewayError::category),
             error_message: error.as_ref().map(ToString::to_string),
@@ -174,7 +239,8 @@ impl Gateway {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + request.uri().to_string().len();
+            + request.uri().path().len()
+            + request.uri().query().map_or(0, str::len);
         if header_bytes > self.limits.max_header_bytes {
             return Err(GatewayError::HeadersTooLarge {
                 limit: self.limits.max_header_bytes,
@@ -182,17 +248,37 @@ impl Gateway {
         }
 
         let table = self.table.load_full();
-        let host = request
-            .headers()
+        let (parts, body) = request.into_parts();
+        // Owned, so that `parts` can move into an http function's request.
+        let path = parts.uri.path().to_owned();
+        let host = parts
+            .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
-        let uri = request.uri().clone();
+        let host = host.as_deref();
+
+        // A CORS preflight is answered for the route of the method it asks about.
+        if CorsPolicy::is_preflight(&parts.method, &parts.headers)
+            && let Some(asked) = parts
+                .headers
+                .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+            && let Ok(m) = table.lookup(host, &asked, &path)
+            && let Some(cors) = &m.route.policies.cors
+        {
+            trace.route = Some(Arc::clone(m.route));
+            trace.stage = Some(m.stage.name.clone());
+            trace.api = Some(m.stage.api.clone());
+            trace.preflight = true;
+            return Ok(cors.preflight(&parts.headers).map(full));
+        }
+
         let matched = table
-            .lookup(host.as_deref(), request.method(), uri.path())
+            .lookup(host, &parts.method, &path)
             .map_err(|_| GatewayError::NotFound)?;
-        trace.route_key = Some(matched.route.route_key.clone());
+        trace.route = Some(Arc::clone(matched.route));
         trace.stage = Some(matched.stage.name.clone());
         trace.api = Some(matched.stage.api.clone());
 
@@ -206,13 +292,29 @@ impl Gateway {
             Some(c) => (&c.variables, &matched.route.canary_function),
             None => (&matched.stage.variables, &matched.route.function),
         };
-        let key: &FunctionKey =
-            function
-                .as_ref()
-                .map_err(|reason| GatewayError::NoIntegration {
-                    route: matched.route.object.clone(),
-                    reason: reason.clone(),
-                })?;
+        let stage_policies = &matched.stage.policies;
+        let source_ip = stage_policies.ip.source_ip(peer.ip(), &parts.headers);
+        trace.source_ip = Some(source_ip);
+        let call = Call {
+            parts: &parts,
+            matched: &matched,
+            variables,
+            source_ip,
+            request_id,
+            request_time,
+            host,
+            api_id: &self.api_id,
+        };
+        let deadline = started + matched.route.timeout;
+        let admitted = self.admit(&call, &table, deadline, trace).await?;
+        trace.api_key_id = admitted.api_key_id.clone();
+
+        let key = function
+            .as_ref()
+            .map_err(|reason| GatewayError::NoIntegration {
+                route: matched.route.object.clone(),
+                reason: reason.clone(),
+            })?;
         let entry = table
             .function(key)
             .ok_or_else(|| GatewayError::NoIntegration {
@@ -220,24 +322,67 @@ impl Gateway {
                 reason: format!("function {key} does not exist"),
             })?;
         trace.function = Some(key.name.clone());
-        let deadline = started + matched.route.timeout;
 
         let mut response = match entry.protocol {
             FunctionProtocol::Lambda => {
-                let context = LambdaCall {
-                    matched: &matched,
-                    variables,
-                    peer,
-                    request_id,
-                    request_time,
-                    host: host.as_deref(),
-                    api_id: &self.api_id,
-                };
-                self.call_lambda(request, entry, context, deadline, trace)
-                    .await?
+                // The cache holds mapped answers of lambda functions (http answers stream).
+                let cache_key = matched.route.policies.cache.as_ref().map(|policy| {
+                    let key = ResponseCache::key(
+                        &stage_policies.id,
+                        &matched.route.route_key,
+                        &parts.method,
+                        policy,
+                        &parts.headers,
+                        parts.uri.query(),
+                        &matched.path_parameters,
+                    );
+                    let lookup =
+                        self.policies
+                            .responses
+                            .lookup(policy, &parts.method, &parts.headers, &key);
+                    (policy, key, lookup)
+                });
+                if let Some((_, _, CacheLookup::Hit(hit))) = &cache_key {
+                    self.count_cache("hit");
+                    let mut response = Response::new(full(hit.body.clone()));
+                    *response.status_mut() = hit.status;
+                    *response.headers_mut() = hit.headers.clone();
+                    response
+                        .headers_mut()
+                        .insert(CACHE_STATUS_HEADER, HeaderValue::from_static("HIT"));
+                    response
+                } else {
+                    let mapped = self
+                        .call_lambda(&call, body, entry, &admitted, deadline, trace)
+                        .await?;
+                    let (mut head, bytes) = mapped.into_parts();
+                    if let Some((policy, key, lookup)) = cache_key {
+                        let status = lookup.header_value();
+                        if !matches!(lookup, CacheLookup::Bypass) {
+                            self.count_cache("miss");
+                            self.policies.responses.store(
+                                policy,
+                                &parts.method,
+                                key,
+                                head.status,
+                                &head.headers,
+                                &bytes,
+                            );
+                        }
+                        head.headers
+                            .insert(CACHE_STATUS_HEADER, HeaderValue::from_static(status));
+                    }
+                    Response::from_parts(head, full(bytes))
+                }
             }
             FunctionProtocol::Http => {
-                self.call_http(request, entry, &matched, peer, request_id, deadline, trace)
+                let forward = super::integration::Forward {
+                    stage_path: matched.stage_path,
+                    timeout: matched.route.timeout,
+                    peer,
+                    request_id,
+                };
+                self.call_http(forward, parts, body, entry, deadline, trace)
                     .await?
             }
         };
@@ -250,239 +395,15 @@ impl Gateway {
         Ok(response)
     }
 
-    async fn call_lambda(
-        &self,
-        request: Request<Incoming>,
-        entry: &FunctionEntry,
-        call: LambdaCall<'_>,
-        deadline: Instant,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, GatewayError> {
-        let (parts, body) = request.into_parts();
-        let body = read_body(body, self.limits.max_body_bytes).await?;
-        let source_ip = call.peer.ip();
-        let input = EventInput {
-            method: &parts.method,
-            headers: &parts.headers,
-            query: parts.uri.query(),
-            body: &body,
-            raw_path: parts.uri.path(),
-            path: call.matched.stage_path,
-            resource_path: &call.matched.route.resource_path,
-            route_key: &call.matched.route.route_key,
-            path_parameters: &call.matched.path_parameters,
-            stage: &call.matched.stage.name,
-            stage_variables: call.variables,
-            request_id: call.request_id,
-            request_time: call.request_time,
-            api_id: call.api_id,
-            domain_name: call.host.map(|h| h.split(':').next().unwrap_or(h)),
-            source_ip,
-            protocol: version_name(parts.version),
-            api_key_id: None,
-            authorizer: None,
-        };
-        let format = call.matched.route.payload_format;
-        let event = match format {
-            PayloadFormat::V1 => build_v1(&input),
-            PayloadFormat::V2 => build_v2(&input),
-        }
-        .map_err(|e| GatewayError::Event(e.to_string()))?;
-        if event.len() > self.limits.max_event_bytes {
-            return Err(GatewayError::PayloadTooLarge {
-                limit: self.limits.max_event_bytes,
-            });
-        }
-
-        let function = entry.key.to_string();
-        let acquired = self.activator.acquire(&entry.key, deadline).await?;
-        trace.cold = acquired.cold;
-        let invoked = Instant::now();
-        let outcome = tokio::time::timeout_at(
-            deadline.into(),
-            self.invoker
-                .invoke_lambda(acquired.lease.instance.addr, call.request_id, event),
-        )
-        .await;
-        drop(acquired);
-        let integration = invoked.elapsed();
-        trace.integration = Some(integration);
+    fn count_cache(&self, result: &'static str) {
         self.metrics
-            .integration_duration
-            .get_or_create(&FunctionLabels {
-                function: function.clone(),
-            })
-            .observe(integration.as_secs_f64());
-        let outcome = outcome
-            .map_err(|_| GatewayError::IntegrationTimeout {
-                function: function.clone(),
-                timeout_ms: call.matched.route.timeout.as_millis(),
-            })?
-            .map_err(|e| GatewayError::Unreachable {
-                function: function.clone(),
-                reason: e.to_string(),
-            })?;
-        let result = match outcome {
-            LambdaOutcome::Result(result) => result,
-            LambdaOutcome::Failed { kind, body } => {
-                return Err(GatewayError::FunctionError {
-                    function,
-                    reason: format!("{kind}: {}", String::from_utf8_lossy(&body)),
-                });
-            }
-        };
-        let mapped = match format {
-            PayloadFormat::V1 => map_v1(&result),
-            PayloadFormat::V2 => map_v2(&result),
-        }
-        .map_err(|e| GatewayError::MalformedResponse {
-            function,
-            reason: e.to_string(),
-        })?;
-        Ok(mapped.map(full))
-    }
-
-    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-    async fn call_http(
-        &self,
-        request: Request<Incoming>,
-        entry: &FunctionEntry,
-        matched: &Matched<'_>,
-        peer: SocketAddr,
-        request_id: &str,
-        deadline: Instant,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, GatewayError> {
-        let limit = self.limits.max_body_bytes;
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(GatewayError::PayloadTooLarge { limit });
-        }
-        let path_and_query = match request.uri().query() {
-            Some(q) => format!("{}?{q}", matched.stage_path),
-            None => matched.stage_path.to_owned(),
-        };
-        let (mut parts, body) = request.into_parts();
-        let forwarded_host = parts.headers.get(header::HOST).cloned();
-        add_forwarded(&mut parts.headers, peer, request_id, forwarded_host);
-        let body = Limited::new(body, limit)
-            .map_err(|e| -> super::invoke::BoxError { e })
-            .boxed();
-        let request = Request::from_parts(parts, body);
-
-        let function = entry.key.to_string();
-        let acquired = self.activator.acquire(&entry.key, deadline).await?;
-        trace.cold = acquired.cold;
-        let invoked = Instant::now();
-        let lease = acquired.lease;
-        let response = tokio::time::timeout_at(
-            deadline.into(),
-            self.invoker
-                .proxy(lease.instance.addr, request, &path_and_query),
-        )
-        .await
-        .map_err(|_| GatewayError::IntegrationTimeout {
-            function: function.clone(),
-            timeout_ms: matched.route.timeout.as_millis(),
-        })?
-        .map_err(|e| GatewayError::Unreachable {
-            function: function.clone(),
-            reason: e.to_string(),
-        })?;
-        trace.integration = Some(invoked.elapsed());
-        self.metrics
-            .integration_duration
-            .get_or_create(&FunctionLabels { function })
-            .observe(invoked.elapsed().as_secs_f64());
-        // The slot stays taken until the body has streamed out.
-        Ok(response.map(|body| {
-            LeasedBody {
-                body,
-                _lease: lease,
-            }
-            .map_err(|e| -> super::invoke::BoxError { Box::new(e) })
-            .boxed()
-        }))
+            .cache_requests
+            .get_or_create(&super::metrics::CacheLabels { result })
+            .inc();
     }
 }
 
-struct LambdaCall<'a> {
-    matched: &'a Matched<'a>,
-    variables: &'a std::collections::BTreeMap<String, String>,
-    peer: SocketAddr,
-    request_id: &'a str,
-    request_time: chrono::DateTime<chrono::Utc>,
-    host: Option<&'a str>,
-    api_id: &'a str,
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its instance slot until it is done.
-    struct LeasedBody {
-        #[pin]
-        body: Incoming,
-        _lease: super::activator::Lease,
-    }
-}
-
-impl http_body::Body for LeasedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(GatewayError::BadRequest(e.to_string())),
-    }
-}
-
-fn add_forwarded(
-    headers: &mut http::HeaderMap,
-    peer: SocketAddr,
-    request_id: &str,
-    host: Option<HeaderValue>,
-) {
-    let ip = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
-    }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
-    }
-}
-
-fn version_name(version: http::Version) -> &'static str {
+pub(super) fn version_name(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2.0",

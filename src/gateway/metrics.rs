@@ -28,6 +28,11 @@ pub struct FunctionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub category: &'static str,
 }
@@ -48,6 +53,7 @@ pub struct GatewayMetrics {
     pub held_requests: Family<FunctionLabels, Gauge>,
     pub instances: Family<FunctionLabels, Gauge>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub cache_requests: Family<CacheLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -67,6 +73,7 @@ impl GatewayMetrics {
         let held_requests = Family::default();
         let instances = Family::default();
         let errors = Family::default();
+        let cache_requests = Family::default();
         registry.register(
             "requests",
             "Requests answered, by route and status class",
@@ -102,6 +109,11 @@ impl GatewayMetrics {
             "Answers the gateway gave itself, by category",
             errors.clone(),
         );
+        registry.register(
+            "cache_requests",
+            "Response cache lookups of cached routes, by result (hit, miss)",
+            cache_requests.clone(),
+        );
         Self {
             registry,
             requests,
@@ -111,6 +123,7 @@ impl GatewayMetrics {
             held_requests,
             instances,
             errors,
+            cache_requests,
         }
     }
 

@@ -2,9 +2,11 @@
 
 pub mod access_log;
 pub mod activator;
+mod admit;
 pub mod error;
 pub mod event;
 pub mod handler;
+mod integration;
 pub mod invoke;
 pub mod metrics;
 pub mod policy;

@@ -54,7 +54,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Cance
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`; extra paths come from `extra`.
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/usage` (API key usage) on `listener`.
 pub async fn serve_admin(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -105,6 +105,13 @@ fn admin(
             gateway.metrics.encode(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        // Current usage of every API key: requests used and left in the quota period.
+        "/usage" => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&gateway.policies.limiter.usage())
+                .unwrap_or_else(|_| "[]".into()),
+        ),
         "/readyz" if ready.load(std::sync::atomic::Ordering::Relaxed) => {
             text(StatusCode::OK, "text/plain", "ready\n".into())
         }

@@ -14,12 +14,10 @@ use std::{
 use http::Method;
 
 use crate::{
-    api::{
-        Cors, Function, FunctionProtocol, PayloadFormat, Route, RouteAuth, RouteCache, Stage,
-        StageSpec,
-    },
+    api::{Function, FunctionProtocol, PayloadFormat, Route, Stage, StageSpec},
     autoscaler::ScalingPolicy,
     backend::FunctionKey,
+    gateway::policy::compiled::{RoutePolicies, StagePolicies},
 };
 
 /// Methods with a router of their own; any other method only matches `ANY` routes.
@@ -51,9 +49,10 @@ pub struct RouteEntry {
     pub canary_function: Result<FunctionKey, String>,
     pub payload_format: PayloadFormat,
     pub timeout: Duration,
-    pub auth: RouteAuth,
-    pub cors: Option<Cors>,
-    pub cache: Option<RouteCache>,
+    /// Auth, CORS and cache of the route, validated.
+    pub policies: RoutePolicies,
+    /// The Lambda authorizer's function, when the route has one.
+    pub authorizer_function: Option<FunctionKey>,
 }
 
 /// A canary of a stage.
@@ -75,6 +74,8 @@ pub struct StageEntry {
     pub variables: BTreeMap<String, String>,
     pub canary: Option<CanaryEntry>,
     pub spec: StageSpec,
+    /// IP rules and throttle of the stage, validated.
+    pub policies: StagePolicies,
     routers: Vec<matchit::Router<Arc<RouteEntry>>>,
     /// Every route of the stage, for listings.
     pub routes: Vec<Arc<RouteEntry>>,
@@ -161,7 +162,9 @@ impl RouteTable {
                 .cmp(&(namespace_of(&b.metadata), name_of(&b.metadata)))
         });
         for stage in &input.stages {
-            stages.push(build_stage(stage, &routes, &functions, &mut warnings));
+            if let Some(entry) = build_stage(stage, &routes, &functions, &mut warnings) {
+                stages.push(entry);
+            }
         }
         stages.sort_by(|a, b| {
             let key = |s: &StageEntry| {
@@ -271,13 +274,24 @@ fn build_stage(
     routes: &[&Route],
     functions: &HashMap<FunctionKey, Arc<FunctionEntry>>,
     warnings: &mut Vec<TableWarning>,
-) -> StageEntry {
+) -> Option<StageEntry> {
     let namespace = namespace_of(&stage.metadata);
     let name = stage
         .spec
         .stage_name
         .clone()
         .unwrap_or_else(|| name_of(&stage.metadata).to_owned());
+    let policies = match StagePolicies::build(&stage.spec.api, &name, &stage.spec) {
+        Ok(p) => p,
+        Err(e) => {
+            // IP rules or a throttle that cannot be enforced: the stage must not serve open.
+            warnings.push(TableWarning {
+                object: format!("Stage/{}", name_of(&stage.metadata)),
+                message: format!("not served: {e}"),
+            });
+            return None;
+        }
+    };
     let canary = stage.spec.canary.as_ref().map(|c| {
         let mut variables = stage.spec.variables.clone();
         variables.extend(c.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -324,6 +338,37 @@ fn build_stage(
                 continue;
             }
         };
+        let policies = match RoutePolicies::build(
+            &route.spec.auth,
+            route.spec.cors.as_ref(),
+            route.spec.cache.as_ref(),
+            namespace,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                // A route must never be served without the auth it asks for.
+                warnings.push(TableWarning {
+                    object,
+                    message: format!("not served: {e}"),
+                });
+                continue;
+            }
+        };
+        let authorizer_function = match &route.spec.auth.authorizer {
+            Some(a) if route.spec.auth.kind == crate::api::AuthType::Function => {
+                let key = FunctionKey::new(namespace, a.function.clone());
+                if !functions.contains_key(&key) {
+                    warnings.push(TableWarning {
+                        object: object.clone(),
+                        message: format!(
+                            "authorizer function {key} does not exist; requests get 500"
+                        ),
+                    });
+                }
+                Some(key)
+            }
+            _ => None,
+        };
         let methods: Vec<String> = route
             .spec
             .methods
@@ -347,9 +392,8 @@ fn build_stage(
             timeout: Duration::from_millis(
                 u64::try_from(route.spec.timeout_millis).unwrap_or(29_000),
             ),
-            auth: route.spec.auth.clone(),
-            cors: route.spec.cors.clone(),
-            cache: route.spec.cache.clone(),
+            policies,
+            authorizer_function,
         });
         let mut slots: Vec<usize> = Vec::new();
         for method in &methods {
@@ -397,7 +441,7 @@ fn build_stage(
             entries.push(entry);
         }
     }
-    StageEntry {
+    Some(StageEntry {
         api: stage.spec.api.clone(),
         name,
         host: stage.spec.host.clone(),
@@ -405,9 +449,10 @@ fn build_stage(
         variables: stage.spec.variables.clone(),
         canary,
         spec: stage.spec.clone(),
+        policies,
         routers,
         routes: entries,
-    }
+    })
 }
 
 /// Invocations one instance serves at once: as set, else 1 for `lambda` and 100 for `http`.

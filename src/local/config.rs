@@ -105,8 +105,8 @@ pub fn load_dir(dir: &Path) -> (LocalConfig, Vec<ConfigProblem>) {
                 },
                 KfaasObject::Route(r) => config.table.routes.push(with_namespace(r)),
                 KfaasObject::Stage(s) => config.table.stages.push(with_namespace(s)),
-                KfaasObject::UsagePlan(u) => config.usage_plans.push(u),
-                KfaasObject::Secret(s) => config.secrets.push(s),
+                KfaasObject::UsagePlan(u) => config.usage_plans.push(with_namespace(u)),
+                KfaasObject::Secret(s) => config.secrets.push(with_namespace(s)),
             }
         }
     }

@@ -26,6 +26,12 @@ use crate::{
         handler::{Gateway, Limits},
         invoke::Invoker,
         metrics::GatewayMetrics,
+        policy::{
+            api_keys::ApiKeyStore,
+            clock::SystemClock,
+            compiled::{PolicyLimits, PolicyState},
+            jwks::{HttpJwksFetcher, secret_document},
+        },
         server,
         table::{RouteTable, concurrency},
     },
@@ -203,8 +209,14 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
             AccessLog::disabled()
         },
         limits: Limits::default(),
+        policies: Arc::new(PolicyState::new(
+            SystemClock::shared(),
+            Arc::new(HttpJwksFetcher::new(Duration::from_secs(5))),
+            PolicyLimits::default(),
+        )),
         api_id: "local".into(),
     });
+    load_policies(&config, &gateway);
 
     println!(
         "kfaas local: serving {} on http://{addr} (admin on http://{})",
@@ -262,6 +274,7 @@ pub fn apply(
     instances.set_functions(local_specs(config));
     let table = build_table(config);
     gateway.table.store(Arc::new(table));
+    load_policies(config, gateway);
     println!(
         "kfaas local: reloaded {} functions, {} routes, {} stages",
         config.table.functions.len(),
@@ -269,6 +282,31 @@ pub fn apply(
         config.table.stages.len()
     );
     print_routes(&gateway.table.load(), addr);
+}
+
+/// Installs the API keys of the UsagePlans and the JWKS documents held in Secrets.
+fn load_policies(config: &LocalConfig, gateway: &Gateway) {
+    let (store, warnings) = ApiKeyStore::build(&config.usage_plans, &config.secrets);
+    for w in warnings {
+        eprintln!("kfaas local: {}: {}", w.object, w.message);
+    }
+    let table = gateway.table.load();
+    gateway
+        .policies
+        .set_api_keys(store, table.stages().iter().map(|s| s.policies.id.as_str()));
+    for secret in &config.secrets {
+        let Some(document) = secret_document(secret) else {
+            continue;
+        };
+        let name = format!(
+            "{}/{}",
+            secret.metadata.namespace.as_deref().unwrap_or("default"),
+            secret.metadata.name.as_deref().unwrap_or("")
+        );
+        if let Err(e) = gateway.policies.jwt.keys().set_document(&name, document) {
+            eprintln!("kfaas local: Secret/{name}: jwks.json: {e}");
+        }
+    }
 }
 
 /// One clear line when a runtime's interpreter is missing (the function still loads; its

@@ -1,0 +1,254 @@
+//! Calling the route's function: a `lambda` function gets an API Gateway event through its
+//! instance's invoke endpoint and its result is mapped back; an `http` function is
+//! reverse-proxied with streaming bodies.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header, request::Parts};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{
+    activator::Lease,
+    admit::Admitted,
+    error::GatewayError,
+    event::{build_v1, build_v2},
+    handler::{Call, Gateway, Trace},
+    invoke::{Body, BoxError, LambdaOutcome},
+    metrics::FunctionLabels,
+    response::{map_v1, map_v2},
+    table::FunctionEntry,
+};
+use crate::api::PayloadFormat;
+
+/// What an `http` function's request needs from the matched route.
+pub(super) struct Forward<'a> {
+    pub stage_path: &'a str,
+    pub timeout: Duration,
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
+}
+
+impl Gateway {
+    /// Invokes a `lambda` function and maps its result by API Gateway's rules.
+    pub(super) async fn call_lambda(
+        &self,
+        call: &Call<'_>,
+        body: Incoming,
+        entry: &FunctionEntry,
+        admitted: &Admitted,
+        deadline: Instant,
+        trace: &mut Trace,
+    ) -> Result<Response<Bytes>, GatewayError> {
+        let body = read_body(body, self.limits.max_body_bytes).await?;
+        let input = call.event_input(
+            &body,
+            admitted.api_key_id.as_deref(),
+            admitted.authorizer.as_ref(),
+        );
+        let format = call.matched.route.payload_format;
+        let event = match format {
+            PayloadFormat::V1 => build_v1(&input),
+            PayloadFormat::V2 => build_v2(&input),
+        }
+        .map_err(|e| GatewayError::Event(e.to_string()))?;
+        if event.len() > self.limits.max_event_bytes {
+            return Err(GatewayError::PayloadTooLarge {
+                limit: self.limits.max_event_bytes,
+            });
+        }
+        let outcome = self
+            .invoke(
+                entry,
+                call.request_id,
+                event,
+                deadline,
+                call.matched.route.timeout,
+                trace,
+            )
+            .await?;
+        let function = entry.key.to_string();
+        let result = match outcome {
+            LambdaOutcome::Result(result) => result,
+            LambdaOutcome::Failed { kind, body } => {
+                return Err(GatewayError::FunctionError {
+                    function,
+                    reason: format!("{kind}: {}", String::from_utf8_lossy(&body)),
+                });
+            }
+        };
+        match format {
+            PayloadFormat::V1 => map_v1(&result),
+            PayloadFormat::V2 => map_v2(&result),
+        }
+        .map_err(|e| GatewayError::MalformedResponse {
+            function,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Acquires an instance of a `lambda` function (waiting while it scales) and invokes it.
+    pub(super) async fn invoke(
+        &self,
+        entry: &FunctionEntry,
+        request_id: &str,
+        event: Bytes,
+        deadline: Instant,
+        timeout: Duration,
+        trace: &mut Trace,
+    ) -> Result<LambdaOutcome, GatewayError> {
+        let function = entry.key.to_string();
+        let acquired = self.activator.acquire(&entry.key, deadline).await?;
+        trace.cold |= acquired.cold;
+        let invoked = Instant::now();
+        let outcome = tokio::time::timeout_at(
+            deadline.into(),
+            self.invoker
+                .invoke_lambda(acquired.lease.instance.addr, request_id, event),
+        )
+        .await;
+        drop(acquired);
+        let integration = invoked.elapsed();
+        trace.integration = Some(trace.integration.unwrap_or_default() + integration);
+        self.metrics
+            .integration_duration
+            .get_or_create(&FunctionLabels {
+                function: function.clone(),
+            })
+            .observe(integration.as_secs_f64());
+        outcome
+            .map_err(|_| GatewayError::IntegrationTimeout {
+                function: function.clone(),
+                timeout_ms: timeout.as_millis(),
+            })?
+            .map_err(|e| GatewayError::Unreachable {
+                function,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reverse-proxies to an `http` function; the answer streams back.
+    pub(super) async fn call_http(
+        &self,
+        forward: Forward<'_>,
+        mut parts: Parts,
+        body: Incoming,
+        entry: &FunctionEntry,
+        deadline: Instant,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, GatewayError> {
+        let limit = self.limits.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{}?{q}", forward.stage_path),
+            None => forward.stage_path.to_owned(),
+        };
+        add_forwarded(&mut parts.headers, forward.peer, forward.request_id);
+        let body = Limited::new(body, limit)
+            .map_err(|e| -> BoxError { e })
+            .boxed();
+        let request = Request::from_parts(parts, body);
+
+        let function = entry.key.to_string();
+        let acquired = self.activator.acquire(&entry.key, deadline).await?;
+        trace.cold = acquired.cold;
+        let invoked = Instant::now();
+        let lease = acquired.lease;
+        let response = tokio::time::timeout_at(
+            deadline.into(),
+            self.invoker
+                .proxy(lease.instance.addr, request, &path_and_query),
+        )
+        .await
+        .map_err(|_| GatewayError::IntegrationTimeout {
+            function: function.clone(),
+            timeout_ms: forward.timeout.as_millis(),
+        })?
+        .map_err(|e| GatewayError::Unreachable {
+            function: function.clone(),
+            reason: e.to_string(),
+        })?;
+        trace.integration = Some(invoked.elapsed());
+        self.metrics
+            .integration_duration
+            .get_or_create(&FunctionLabels { function })
+            .observe(invoked.elapsed().as_secs_f64());
+        // The slot stays taken until the body has streamed out.
+        Ok(response.map(|body| {
+            LeasedBody {
+                body,
+                _lease: lease,
+            }
+            .map_err(|e| -> BoxError { Box::new(e) })
+            .boxed()
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its instance slot until it is done.
+    struct LeasedBody {
+        #[pin]
+        body: Incoming,
+        _lease: Lease,
+    }
+}
+
+impl http_body::Body for LeasedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BadRequest(e.to_string())),
+    }
+}
+
+fn add_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, request_id: &str) {
+    let ip = peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+}
