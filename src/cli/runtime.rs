@@ -3,7 +3,7 @@
 //! Every flag also comes from a `KFAAS_*` variable, so a pod is configured by its env alone.
 //! The runtimes folder (the Node.js and Python bootstraps) is, in order: `--runtimes-dir`, a
 //! `runtimes/` folder in a checkout above the `kfaas` binary (so `target/debug/kfaas` uses the
-//! repo's), then `/opt/kfaas/runtimes` (the image's).
+//! repo's), one above the working directory, then `/opt/kfaas/runtimes` (the image's).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 

@@ -387,7 +387,8 @@ pub fn handler_file_candidates(kind: RuntimeKind, handler: &str) -> Option<Vec<S
 
 /// Finds the runtimes folder: the flag (or `KFAAS_RUNTIMES_DIR`), else a `runtimes/` folder in
 /// a checkout that contains the running binary (so `target/debug/kfaas` finds the repo's), else
-/// the image's `/opt/kfaas/runtimes`.
+/// one above the working directory (a target dir outside the checkout; the local manager starts
+/// runtimes in the function's code folder), else the image's `/opt/kfaas/runtimes`.
 pub fn find_runtimes_dir(
     kind: RuntimeKind,
     flag: Option<&Path>,
@@ -405,15 +406,16 @@ pub fn find_runtimes_dir(
             searched: searched.join(", "),
         });
     }
-    if let Some(exe) = exe {
-        let exe = exe.canonicalize().unwrap_or_else(|_| exe.to_path_buf());
-        for ancestor in exe.ancestors().skip(1) {
+    let exe = exe.map(|e| e.canonicalize().unwrap_or_else(|_| e.to_path_buf()));
+    let cwd = std::env::current_dir().ok();
+    for start in [exe.as_deref(), cwd.as_deref()].into_iter().flatten() {
+        for ancestor in start.ancestors() {
             let candidate = ancestor.join("runtimes");
             if has(&candidate) {
                 return Ok(candidate);
             }
         }
-        searched.push(format!("runtimes/ above {}", exe.display()));
+        searched.push(format!("runtimes/ above {}", start.display()));
     }
     let image = PathBuf::from(IMAGE_RUNTIMES_DIR);
     if has(&image) {
