@@ -1,0 +1,127 @@
+//! The pool state machine without processes: each test drives the transitions by hand.
+
+use super::*;
+
+fn invocation(id: &str) -> (Invocation, oneshot::Receiver<Outcome>) {
+    let (reply, rx) = oneshot::channel();
+    let inv = Invocation {
+        request_id: id.to_owned(),
+        payload: Bytes::from_static(b"{}"),
+        trace_id: "t".to_owned(),
+        client_context: None,
+        cognito_identity: None,
+        reply,
+    };
+    (inv, rx)
+}
+
+fn delivered(rx: &mut oneshot::Receiver<Delivery>) -> Option<String> {
+    rx.try_recv().ok().map(|d| d.request_id)
+}
+
+#[test]
+fn invocations_wait_for_a_poll_and_complete() {
+    let (pool, mut events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    assert!(!pool.is_ready());
+    let (inv, mut out) = invocation("a");
+    assert!(pool.submit(inv).is_ok());
+    let mut next = pool.poll_next(0).expect("poll");
+    assert!(pool.is_ready());
+    assert_eq!(delivered(&mut next).as_deref(), Some("a"));
+    assert!(
+        matches!(events[0].try_recv(), Ok(SlotEvent::Started { request_id, .. }) if request_id == "a")
+    );
+    assert_eq!(
+        pool.complete(0, "b", Outcome::Crash { body: Bytes::new() }),
+        Err(RapiError::InvalidRequestId)
+    );
+    pool.complete(
+        0,
+        "a",
+        Outcome::Response {
+            body: Bytes::from_static(b"1"),
+            content_type: None,
+        },
+    )
+    .expect("complete");
+    assert!(matches!(out.try_recv(), Ok(Outcome::Response { body, .. }) if body == "1"));
+    assert!(matches!(
+        pool.complete(0, "a", Outcome::Crash { body: Bytes::new() }),
+        Err(RapiError::InvalidStateTransition { .. })
+    ));
+}
+
+#[test]
+fn timeout_answers_and_restarts_the_slot() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(1), 128, true);
+    pool.process_started(0, None);
+    let mut next = pool.poll_next(0).expect("poll");
+    let (inv, mut out) = invocation("slow");
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(delivered(&mut next).as_deref(), Some("slow"));
+    assert!(!pool.expire(0, "other"));
+    assert!(pool.expire(0, "slow"));
+    assert!(matches!(out.try_recv(), Ok(Outcome::Timeout { .. })));
+    assert!(!pool.is_ready());
+    assert_eq!(
+        pool.process_exited(0, "signal: killed"),
+        ExitAction::Restart(Duration::ZERO)
+    );
+}
+
+#[test]
+fn crash_mid_invocation_is_reported() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    let _next = pool.poll_next(0).expect("poll");
+    let (inv, mut out) = invocation("x");
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(
+        pool.process_exited(0, "exit status 3"),
+        ExitAction::Restart(Duration::ZERO)
+    );
+    let Ok(Outcome::Crash { body }) = out.try_recv() else {
+        panic!("expected a crash outcome");
+    };
+    assert!(String::from_utf8_lossy(&body).contains("exit status 3"));
+}
+
+#[test]
+fn init_error_fails_waiting_invocations_and_restarts_on_demand() {
+    let (pool, mut events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    let (inv, mut out) = invocation("a");
+    assert!(pool.submit(inv).is_ok());
+    pool.init_error(
+        0,
+        Bytes::from_static(b"{\"errorType\":\"Runtime.ImportModuleError\"}"),
+    )
+    .expect("init error");
+    assert!(matches!(out.try_recv(), Ok(Outcome::InitError { .. })));
+    assert_eq!(events[0].try_recv(), Ok(SlotEvent::InitFailed));
+    assert_eq!(pool.process_exited(0, "exit status 1"), ExitAction::Wait);
+    let (inv, _out) = invocation("b");
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(events[0].try_recv(), Ok(SlotEvent::Restart));
+}
+
+#[test]
+fn a_dead_poll_does_not_lose_the_invocation() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    drop(pool.poll_next(0).expect("poll"));
+    let (inv, _out) = invocation("a");
+    assert!(pool.submit(inv).is_ok());
+    let mut next = pool.poll_next(0).expect("poll again");
+    assert_eq!(delivered(&mut next).as_deref(), Some("a"));
+}
+
+#[test]
+fn stopping_refuses_new_invocations() {
+    let (pool, mut events) = Pool::new(2, Duration::from_secs(3), 128, true);
+    pool.stop();
+    let (inv, _out) = invocation("a");
+    assert!(pool.submit(inv).is_err());
+    assert_eq!(events[1].try_recv(), Ok(SlotEvent::Stop));
+}
