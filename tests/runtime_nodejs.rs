@@ -370,3 +370,81 @@ async fn exit_with_parent_drains_and_exits_when_stdin_closes() {
         .expect("runtime exited after its parent's pipe closed");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn streamed_responses_arrive_as_they_are_written() {
+    let rt = node("handlers.stream", &[]).await;
+    let mut resp = reqwest::Client::new()
+        .post(rt.url(support::INVOKE_PATH))
+        .header("x-kfaas-request-id", "streamed")
+        .body(r#"{"pauseMs":300}"#)
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-kfaas-response-mode"], "streaming");
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    let first = resp.chunk().await.expect("read").expect("a first chunk");
+    let first = String::from_utf8_lossy(&first).into_owned();
+    assert!(first.starts_with("chunk 0"), "{first}");
+    assert!(
+        !first.contains("chunk 2"),
+        "relayed before the handler finished: {first}"
+    );
+    let mut all = first;
+    while let Some(chunk) = resp.chunk().await.expect("read") {
+        all.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(all.lines().count(), 3, "{all}");
+    assert!(all.contains("chunk 2"), "{all}");
+    rt.stdout
+        .wait_for(Duration::from_secs(5), |l| {
+            l.starts_with("REPORT RequestId: streamed")
+        })
+        .await
+        .expect("REPORT after the stream ends");
+    // The process serves the next invocation.
+    let again = rt.invoke(r#"{"pauseMs":0}"#).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body.lines().count(), 3);
+
+    let http = node("handlers.streamHttp", &[]).await;
+    let out = http.invoke("{}").await;
+    assert_eq!(
+        out.header("content-type"),
+        Some("application/vnd.awslambda.http-integration-response")
+    );
+    let (prelude, body) = out
+        .body
+        .split_once("\0\0\0\0\0\0\0\0")
+        .expect("prelude separator");
+    let prelude: serde_json::Value = serde_json::from_str(prelude).expect("prelude JSON");
+    assert_eq!(prelude["statusCode"], 201);
+    assert_eq!(body, "body");
+}
+
+#[tokio::test]
+async fn a_mid_stream_error_ends_the_stream_with_lambdas_trailers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = node("handlers.stream", &[]).await;
+    let event = r#"{"fail":true}"#;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\nte: trailers\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{event}",
+        support::INVOKE_PATH,
+        event.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(rt.addr)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(raw.starts_with("http/1.1 200"), "{raw}");
+    assert!(raw.contains("chunk 2"), "{raw}");
+    assert!(
+        raw.contains("lambda-runtime-function-error-type: error"),
+        "{raw}"
+    );
+    assert!(raw.contains("x-kfaas-invoke-error: function"), "{raw}");
+}

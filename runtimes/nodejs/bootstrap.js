@@ -5,8 +5,9 @@
 // little more than `node -e 0`. Behaviour follows AWS's Node.js runtime interface client:
 // async/promise handlers, callback handlers (`handler.length >= 3`), plain functions, ES
 // modules (.mjs or "type": "module"), the `Runtime.*` init error types, the error shape
-// `{errorType, errorMessage, trace}` (plus `stackTrace`, the generic Lambda name), and
-// console lines prefixed with time, request id and level.
+// `{errorType, errorMessage, trace}` (plus `stackTrace`, the generic Lambda name), console
+// lines prefixed with time, request id and level, and response streaming through the global
+// `awslambda.streamifyResponse` / `awslambda.HttpResponseStream`.
 'use strict';
 
 const http = require('http');
@@ -19,6 +20,26 @@ const BASE = '/2018-06-01/runtime';
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
 let currentRequestId;
+
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+
+// What AWS's Node.js runtime puts in the global scope for streaming handlers.
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: {
+    /** Writes the HTTP prelude (status, headers) that function URLs expect before the body. */
+    from(stream, prelude) {
+      stream.setContentType(HTTP_INTEGRATION);
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8));
+      return stream;
+    },
+  },
+};
 
 class RuntimeError extends Error {
   constructor(type, message) {
@@ -182,6 +203,67 @@ function runHandler(handler, event, context) {
   });
 }
 
+/**
+ * Runs a streaming handler: its `responseStream` writes straight into a chunked
+ * `/response` request; an error after the first byte travels in the request's trailers.
+ */
+function runStreaming(handler, event, context, requestId) {
+  const { Writable } = require('stream');
+  return new Promise((resolve) => {
+    const req = http.request({
+      host: HOST,
+      port: PORT,
+      method: 'POST',
+      path: `${BASE}/invocation/${encodeURIComponent(requestId)}/response`,
+      agent,
+      headers: {
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+        'Content-Type': 'application/octet-stream',
+      },
+    });
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('error', resolve);
+    const stream = new Writable({
+      write(chunk, encoding, callback) {
+        req.write(chunk, encoding, callback);
+      },
+      final(callback) {
+        req.end();
+        callback();
+      },
+    });
+    stream.setContentType = (type) => {
+      if (!req.headersSent) req.setHeader('Content-Type', type);
+    };
+    const fail = (err) => {
+      const shape = toErrorShape(err);
+      logLine('ERROR', `Invoke Error \t${JSON.stringify(shape)}`);
+      req.addTrailers({
+        'Lambda-Runtime-Function-Error-Type': shape.errorType,
+        'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(shape)).toString('base64'),
+      });
+      req.end();
+    };
+    let returned;
+    try {
+      returned = Promise.resolve(handler(event, stream, context));
+    } catch (err) {
+      returned = Promise.reject(err);
+    }
+    returned.then(
+      () => {
+        if (!stream.writableEnded) stream.end();
+      },
+      fail,
+    );
+  });
+}
+
 async function main() {
   patchConsole();
   const id = (p) => `/invocation/${encodeURIComponent(p)}`;
@@ -213,6 +295,11 @@ async function main() {
     let result;
     try {
       event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;
+      if (handler[STREAMING] === 'response') {
+        await runStreaming(handler, event, makeContext(next.headers), requestId);
+        currentRequestId = undefined;
+        continue;
+      }
       const value = await runHandler(handler, event, makeContext(next.headers));
       result = JSON.stringify(value === undefined ? null : value);
     } catch (err) {

@@ -22,6 +22,8 @@ use super::{
 pub const REQUEST_ID_HEADER: &str = "x-kfaas-request-id";
 /// The kind of failure, on every non-success.
 pub const INVOKE_ERROR_HEADER: &str = "x-kfaas-invoke-error";
+/// Set to `streaming` on a streamed response (Lambda response streaming).
+pub const STREAM_HEADER: &str = "x-kfaas-response-mode";
 
 pub struct InvokeContext {
     pub pool: Arc<Pool>,
@@ -159,6 +161,24 @@ pub fn render(outcome: Outcome) -> Response<Body> {
             if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
                 response.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
+            response
+        }
+        Outcome::Stream { content_type, body } => {
+            let mut response = Response::new(h::Body::new(h::ChannelBody(body)));
+            let headers = response.headers_mut();
+            let ct = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok());
+            headers.insert(
+                header::CONTENT_TYPE,
+                ct.unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            // A mid-stream error arrives as these trailers (for callers that sent `TE: trailers`).
+            headers.insert(
+                header::TRAILER,
+                HeaderValue::from_static(
+                    "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body, X-Kfaas-Invoke-Error",
+                ),
+            );
+            headers.insert(STREAM_HEADER, HeaderValue::from_static("streaming"));
             response
         }
         Outcome::FunctionError { body, .. } => failure("function", body),

@@ -17,6 +17,7 @@ mod invoke_api;
 mod pool;
 mod rapi;
 mod report;
+mod stream;
 mod supervisor;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
@@ -30,7 +31,7 @@ pub use self::{
         ConfigError, HandlerMode, IMAGE_RUNTIMES_DIR, RuntimeConfig, RuntimeKind, RuntimeOptions,
         find_runtimes_dir, handler_file_candidates,
     },
-    invoke_api::{INVOKE_ERROR_HEADER, REQUEST_ID_HEADER},
+    invoke_api::{INVOKE_ERROR_HEADER, REQUEST_ID_HEADER, STREAM_HEADER},
     report::{INIT_FAILED, LISTENING, READY},
 };
 use self::{

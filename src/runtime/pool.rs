@@ -17,6 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use hyper::body::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::report;
@@ -61,6 +62,12 @@ pub enum Outcome {
     },
     InitError {
         body: Bytes,
+    },
+    /// A streamed response: frames arrive as the handler writes them; a mid-stream error
+    /// ends it with Lambda's error trailers.
+    Stream {
+        content_type: Option<String>,
+        body: mpsc::Receiver<Frame<Bytes>>,
     },
 }
 
@@ -124,6 +131,8 @@ struct Active {
     reply: Option<oneshot::Sender<Outcome>>,
     started: Instant,
     init: Option<Duration>,
+    /// The caller has the stream; END/REPORT wait for its end.
+    streaming: bool,
 }
 
 #[derive(Debug)]
@@ -328,6 +337,49 @@ impl Pool {
         Ok(())
     }
 
+    /// The handler began a streamed response: the caller gets `body` now, and the slot stays
+    /// busy (and under its deadline) until [`Pool::end_stream`].
+    pub fn begin_stream(
+        &self,
+        slot: usize,
+        request_id: &str,
+        content_type: Option<String>,
+        body: mpsc::Receiver<Frame<Bytes>>,
+    ) -> Result<(), RapiError> {
+        let mut st = self.lock();
+        match &mut st.slots[slot].phase {
+            Phase::Busy(a) if a.request_id == request_id && !a.streaming => {
+                a.streaming = true;
+                if let Some(reply) = a.reply.take() {
+                    let _ = reply.send(Outcome::Stream { content_type, body });
+                }
+                Ok(())
+            }
+            Phase::Busy(_) => Err(RapiError::InvalidRequestId),
+            other => Err(RapiError::InvalidStateTransition {
+                from: other.name(),
+                to: "InvocationResponse",
+            }),
+        }
+    }
+
+    /// A streamed response ended (completely or with an error trailer).
+    pub fn end_stream(&self, slot: usize, request_id: &str) {
+        let mut st = self.lock();
+        let s = &mut st.slots[slot];
+        let Phase::Busy(active) = &s.phase else {
+            return;
+        };
+        if active.request_id != request_id {
+            return;
+        }
+        if active.streaming {
+            self.report_end(request_id, active.started.elapsed(), s.pid, active.init);
+        }
+        s.phase = Phase::Idle;
+        self.refresh(&mut st);
+    }
+
     /// The handler posted `/init/error`.
     pub fn init_error(&self, slot: usize, body: Bytes) -> Result<(), RapiError> {
         let mut st = self.lock();
@@ -354,14 +406,18 @@ impl Pool {
         if active.request_id != request_id {
             return false;
         }
-        let Some(reply) = active.reply.take() else {
-            return false;
-        };
         let (id, init) = (active.request_id.clone(), active.init);
+        if let Some(reply) = active.reply.take() {
+            let _ = reply.send(Outcome::Timeout {
+                after: self.timeout,
+            });
+        } else if active.streaming {
+            // The stream ends with an error when its process is killed below.
+            active.streaming = false;
+        } else {
+            return false;
+        }
         self.report_end(&id, self.timeout, s.pid, init);
-        let _ = reply.send(Outcome::Timeout {
-            after: self.timeout,
-        });
         if self.owns_processes {
             s.phase = Phase::Restarting;
         }
@@ -406,6 +462,14 @@ impl Pool {
                 ExitAction::Done
             }
             Phase::Busy(active) => {
+                if active.streaming {
+                    self.report_end(
+                        &active.request_id,
+                        active.started.elapsed(),
+                        None,
+                        active.init,
+                    );
+                }
                 if let Some(reply) = active.reply {
                     let message = format!(
                         "RequestId: {} Error: Runtime exited with error: {how}",
@@ -519,6 +583,7 @@ impl Pool {
                 reply: Some(invocation.reply),
                 started: now,
                 init: s.init.take(),
+                streaming: false,
             });
         }
     }

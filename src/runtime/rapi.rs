@@ -13,10 +13,12 @@ use hyper::body::Incoming;
 use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
     pool::{Delivery, Outcome, Pool, RapiError, error_body},
+    stream,
 };
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+const RESPONSE_MODE_HEADER: &str = "lambda-runtime-function-response-mode";
 
 /// What every Runtime API request needs.
 pub struct RapiContext {
@@ -53,7 +55,7 @@ fn not_found(path: &str) -> Response<Body> {
     )
 }
 
-fn refused(e: &RapiError) -> Response<Body> {
+pub(super) fn refused(e: &RapiError) -> Response<Body> {
     let status = match e {
         RapiError::InvalidRequestId => StatusCode::BAD_REQUEST,
         RapiError::InvalidStateTransition { .. } => StatusCode::FORBIDDEN,
@@ -61,7 +63,7 @@ fn refused(e: &RapiError) -> Response<Body> {
     h::error(status, e.error_type(), &e.to_string())
 }
 
-fn accepted() -> Response<Body> {
+pub(super) fn accepted() -> Response<Body> {
     h::json(StatusCode::ACCEPTED, &serde_json::json!({ "status": "OK" }))
 }
 
@@ -83,7 +85,7 @@ async fn next(ctx: &RapiContext, slot: usize) -> Response<Body> {
 }
 
 fn render_event(ctx: &RapiContext, d: Delivery) -> Response<Body> {
-    let mut response = Response::new(Body::new(d.payload));
+    let mut response = Response::new(h::full(d.payload));
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -120,6 +122,9 @@ async fn response(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let content_type = h::header_str(req.headers(), "content-type").map(str::to_owned);
+    if h::header_str(req.headers(), RESPONSE_MODE_HEADER) == Some("streaming") {
+        return stream::relay(&ctx.pool, slot, id, content_type, req.into_body()).await;
+    }
     let body = match h::read_body(req.into_body(), MAX_PAYLOAD).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(limit)) => {
