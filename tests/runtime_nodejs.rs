@@ -448,3 +448,30 @@ async fn a_mid_stream_error_ends_the_stream_with_lambdas_trailers() {
     );
     assert!(raw.contains("x-kfaas-invoke-error: function"), "{raw}");
 }
+
+#[tokio::test]
+async fn an_init_that_never_finishes_is_cut_off() {
+    let code = fixture("node-hang");
+    let rt = Runtime::start(&[
+        "--runtime",
+        "nodejs",
+        "--code",
+        code.to_str().expect("path"),
+        "--handler",
+        "index.handler",
+        "--init-timeout-seconds",
+        "1",
+    ])
+    .await;
+    for _ in 0..2 {
+        let out = rt.invoke("{}").await;
+        out.failed("init");
+        let body = out.json();
+        assert_eq!(body["errorType"], "Sandbox.Timedout");
+        assert_eq!(
+            body["errorMessage"],
+            "Init phase timed out after 1.00 seconds"
+        );
+    }
+    assert_eq!(get_status(&rt.url("/readyz")).await, 503);
+}

@@ -29,6 +29,9 @@ pub struct Args {
     memory_mb: u32,
     #[arg(long, env = "KFAAS_TIMEOUT_SECONDS", default_value_t = 3)]
     timeout_seconds: u32,
+    /// How long a handler process may take to initialise (load code, reach its first /next).
+    #[arg(long, env = "KFAAS_INIT_TIMEOUT_SECONDS", default_value_t = 10)]
+    init_timeout_seconds: u32,
     /// Handler processes, hence invocations served at once.
     #[arg(long, env = "KFAAS_CONCURRENCY", default_value_t = 1)]
     concurrency: u32,
@@ -70,6 +73,7 @@ impl Args {
             function_name: self.function_name,
             memory_mb: self.memory_mb,
             timeout_seconds: self.timeout_seconds,
+            init_timeout_seconds: self.init_timeout_seconds,
             concurrency: self.concurrency,
             env: self.env.into_iter().filter(|e| !e.is_empty()).collect(),
             external: self.external.then_some(self.runtime_api_listen),

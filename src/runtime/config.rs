@@ -125,6 +125,8 @@ pub struct RuntimeOptions {
     pub function_name: String,
     pub memory_mb: u32,
     pub timeout_seconds: u32,
+    /// How long a handler process may take to initialise (Lambda allows 10 s).
+    pub init_timeout_seconds: u32,
     pub concurrency: u32,
     pub env: Vec<String>,
     /// `Some(addr)`: sidecar mode, serve the Runtime API there and spawn nothing.
@@ -153,6 +155,7 @@ pub struct RuntimeConfig {
     pub function_name: String,
     pub memory_mb: u32,
     pub timeout: Duration,
+    pub init_timeout: Duration,
     pub concurrency: u32,
     /// The user's variables (`--env`), applied over the Lambda ones.
     pub user_env: Vec<(String, String)>,
@@ -199,6 +202,7 @@ impl RuntimeConfig {
             function_name: opts.function_name,
             memory_mb: opts.memory_mb,
             timeout: Duration::from_secs(u64::from(opts.timeout_seconds)),
+            init_timeout: Duration::from_secs(u64::from(opts.init_timeout_seconds.max(1))),
             concurrency: if opts.external.is_some() {
                 1
             } else {
@@ -520,6 +524,7 @@ mod tests {
             function_name: "f".into(),
             memory_mb: 128,
             timeout_seconds: 3,
+            init_timeout_seconds: 10,
             concurrency: 1,
             ..Default::default()
         };

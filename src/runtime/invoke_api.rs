@@ -56,10 +56,16 @@ fn is_invoke_path(path: &str) -> bool {
         .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
-/// A request id from the caller is kept when it is short printable ASCII.
+/// A request id from the caller is kept when it is short and uuid-like.
 fn request_id(headers: &http::HeaderMap) -> String {
     h::header_str(headers, REQUEST_ID_HEADER)
-        .filter(|id| id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|id| {
+            // It travels in Runtime API paths and log lines: keep it to uuid-like characters.
+            id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
@@ -228,6 +234,8 @@ mod tests {
         assert_eq!(request_id(&headers), "abc-123");
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
         assert_ne!(request_id(&headers), "has space");
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("a/b"));
+        assert_ne!(request_id(&headers), "a/b");
     }
 
     #[test]

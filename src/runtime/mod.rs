@@ -107,6 +107,7 @@ pub async fn run(
                 Some(Launcher {
                     command: command.clone(),
                     cwd: config.code_dir.clone(),
+                    init_timeout: config.init_timeout,
                 }),
             ),
         };

@@ -396,6 +396,25 @@ impl Pool {
         Ok(())
     }
 
+    /// A process has not initialised within the init timeout. Returns whether it is still
+    /// starting (then the slot has failed and the process must be killed).
+    pub fn init_expired(&self, slot: usize, after: Duration) -> bool {
+        let mut st = self.lock();
+        if !matches!(st.slots[slot].phase, Phase::Starting) {
+            return false;
+        }
+        let body = error_body(
+            "Sandbox.Timedout",
+            &format!(
+                "Init phase timed out after {:.2} seconds",
+                after.as_secs_f64()
+            ),
+        );
+        st.slots[slot].phase = Phase::Failed(body.clone());
+        self.after_failure(&mut st, &body);
+        true
+    }
+
     /// The deadline of `request_id` passed. Returns whether the process must be killed.
     pub fn expire(&self, slot: usize, request_id: &str) -> bool {
         let mut st = self.lock();

@@ -34,6 +34,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct Launcher {
     pub command: Vec<String>,
     pub cwd: PathBuf,
+    pub init_timeout: Duration,
 }
 
 impl Launcher {
@@ -113,6 +114,9 @@ pub async fn supervise(
     mut events: mpsc::UnboundedReceiver<SlotEvent>,
 ) {
     let mut child: Option<Child> = None;
+    // When the current process must have initialised; an init stuck in a loop or waiting on
+    // the network would otherwise hold every queued caller.
+    let mut init_deadline: Option<Instant> = None;
     let mut restart_at = launcher.as_ref().map(|_| Instant::now());
     let mut deadline: Option<(String, Instant)> = None;
     loop {
@@ -124,6 +128,7 @@ pub async fn supervise(
                     Ok(c) => {
                         pool.process_started(slot, c.id());
                         child = Some(c);
+                        init_deadline = Some(Instant::now() + launcher.init_timeout);
                     }
                     Err(e) => {
                         tracing::error!(slot, error = %e, command = ?launcher.command, "cannot start the handler process");
@@ -134,6 +139,7 @@ pub async fn supervise(
             status = wait_child(&mut child) => {
                 child = None;
                 deadline = None;
+                init_deadline = None;
                 let how = describe_exit(&status);
                 match pool.process_exited(slot, &how) {
                     ExitAction::Restart(delay) => restart_at = Some(Instant::now() + delay),
@@ -146,6 +152,13 @@ pub async fn supervise(
                     && pool.expire(slot, &request_id)
                     && let Some(c) = &child
                 {
+                    signal_group(c, Signal::SIGKILL);
+                }
+            }
+            _ = sleep_until(init_deadline.unwrap_or_else(Instant::now)), if init_deadline.is_some() => {
+                init_deadline = None;
+                let after = launcher.as_ref().map_or(Duration::ZERO, |l| l.init_timeout);
+                if pool.init_expired(slot, after) && let Some(c) = &child {
                     signal_group(c, Signal::SIGKILL);
                 }
             }
