@@ -23,10 +23,14 @@ pub struct Args {
     /// FILE.EXPORT, e.g. index.handler.
     #[arg(long, env = "KFAAS_HANDLER")]
     handler: Option<String>,
+    /// The function's name (AWS_LAMBDA_FUNCTION_NAME, the ARN, the log group).
     #[arg(long, env = "KFAAS_FUNCTION_NAME", default_value = "function")]
     function_name: String,
+    /// Reported to the handler and in REPORT lines; not enforced.
     #[arg(long, env = "KFAAS_MEMORY_MB", default_value_t = 128)]
     memory_mb: u32,
+    /// An invocation still running after this is answered with a timeout and its process is
+    /// killed and restarted.
     #[arg(long, env = "KFAAS_TIMEOUT_SECONDS", default_value_t = 3)]
     timeout_seconds: u32,
     /// How long a handler process may take to initialise (load code, reach its first /next).
@@ -51,7 +55,8 @@ pub struct Args {
     /// of a pipe (the local instance manager) died, so nothing will route here any more.
     #[arg(long, env = "KFAAS_EXIT_WITH_PARENT")]
     exit_with_parent: bool,
-    /// Folder holding nodejs/ and python/ bootstraps.
+    /// Folder holding the nodejs/ and python/ bootstraps. Default: runtimes/ in a checkout
+    /// above the binary or the working directory, else /opt/kfaas/runtimes.
     #[arg(long, env = "KFAAS_RUNTIMES_DIR")]
     runtimes_dir: Option<PathBuf>,
     /// The handler command, instead of the runtime's bootstrap (after `--`).
