@@ -583,12 +583,14 @@ impl Pool {
                 client_context: invocation.client_context.clone(),
                 cognito_identity: invocation.cognito_identity.clone(),
             };
-            report::emit(&report::start_line(&invocation.request_id));
             if tx.send(delivery).is_err() {
                 // That poll's connection is gone; the handler will poll again.
                 st.queue.push_front(invocation);
                 continue;
             }
+            // Still before the handler can see the event: the poll is answered after this
+            // section releases the lock.
+            report::emit(&report::start_line(&invocation.request_id));
             let now = Instant::now();
             self.send(
                 slot,
