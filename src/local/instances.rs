@@ -432,6 +432,8 @@ impl InstanceEvents for Inner {
                     tracing::warn!(function = %key, instance = id, %how, "instance failed to start");
                 }
                 Exit::Died(how) => {
+                    // Reset when the replacement is ready; spaces out a crash loop meanwhile.
+                    entry.failures = entry.failures.saturating_add(1);
                     tracing::warn!(function = %key, instance = id, %how, "instance died; replacing it");
                 }
             }

@@ -86,6 +86,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let (listener, addr) = bind("invoke endpoint", config.listen).await?;
+    // Every Runtime API address is bound before the announcement, so a sidecar's handler
+    // may connect as soon as the parent sees it.
+    let mut api_listeners = Vec::new();
+    for _ in 0..config.concurrency {
+        let api_addr = match &config.mode {
+            HandlerMode::External { runtime_api } => *runtime_api,
+            HandlerMode::Spawn { .. } => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        api_listeners.push(bind("Runtime API", api_addr).await?);
+    }
     report::emit(&report::listening_line(addr));
 
     let function_arn = HeaderValue::from_str(&config.function_arn())
@@ -99,19 +109,17 @@ pub async fn run(
     });
     let stop_rapi = CancellationToken::new();
     let mut supervisors = JoinSet::new();
-    for (slot, events) in receivers.into_iter().enumerate() {
-        let (api_addr, launcher) = match &config.mode {
-            HandlerMode::External { runtime_api } => (*runtime_api, None),
-            HandlerMode::Spawn { command } => (
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Some(Launcher {
-                    command: command.clone(),
-                    cwd: config.code_dir.clone(),
-                    init_timeout: config.init_timeout,
-                }),
-            ),
+    for (slot, (events, (api_listener, api_addr))) in
+        receivers.into_iter().zip(api_listeners).enumerate()
+    {
+        let launcher = match &config.mode {
+            HandlerMode::External { .. } => None,
+            HandlerMode::Spawn { command } => Some(Launcher {
+                command: command.clone(),
+                cwd: config.code_dir.clone(),
+                init_timeout: config.init_timeout,
+            }),
         };
-        let (api_listener, api_addr) = bind("Runtime API", api_addr).await?;
         let ctx = rapi_ctx.clone();
         tokio::spawn(http::serve(
             api_listener,
