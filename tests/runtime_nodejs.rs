@@ -475,3 +475,26 @@ async fn an_init_that_never_finishes_is_cut_off() {
     }
     assert_eq!(get_status(&rt.url("/readyz")).await, 503);
 }
+
+#[tokio::test]
+async fn configured_by_environment_alone_without_leaking_kfaas_variables() {
+    let code = fixture("node");
+    let rt = Runtime::start_with_env(&[
+        ("KFAAS_RUNTIME", "nodejs20.x"),
+        ("KFAAS_CODE", code.to_str().expect("path")),
+        ("KFAAS_HANDLER", "handlers.info"),
+        ("KFAAS_FUNCTION_NAME", "from-env"),
+        ("KFAAS_ENV", "GREETING=first\nSECOND=two=2"),
+    ])
+    .await;
+    rt.wait_ready().await;
+    let body = rt.invoke("{}").await.ok();
+    assert_eq!(body["functionName"], "from-env");
+    assert_eq!(body["env"]["GREETING"], "first");
+    assert_eq!(body["env"]["SECOND"], "two=2");
+    assert_eq!(
+        body["env"]["KFAAS_HANDLER"],
+        serde_json::Value::Null,
+        "KFAAS_* stays out"
+    );
+}
