@@ -9,6 +9,7 @@
 # needs: docker, kind, helm, kubectl, cargo
 # env:   KFAAS_KIND_CLUSTER (default kfaas-e2e), KFAAS_KIND_IMAGE (kind node image, optional)
 set -euo pipefail
+trap 'echo "kind.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KFAAS_KIND_CLUSTER:-kfaas-e2e}

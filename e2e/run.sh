@@ -14,6 +14,7 @@
 #
 # On failure it prints the folder that holds every component's log and every pod's output.
 set -euo pipefail
+trap 'echo "run.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$REPO/e2e/.work
@@ -73,7 +74,8 @@ export KFAAS_BIN=$REPO/target/debug/kfaas
 export KFAAS_E2E_PROCESS_NODE=1 # the suite may assert what only this node guarantees (10.244.x.y pod IPs)
 RUN_DIR=$WORK/runs/$(date +%Y%m%d-%H%M%S)-$$
 # Keep the folders of the last few failed runs, not all of them.
-ls -1dt "$WORK"/runs/*/ 2>/dev/null | tail -n +6 | xargs -r rm -rf
+mkdir -p "$WORK/runs"
+{ ls -1dt "$WORK"/runs/*/ 2>/dev/null || true; } | tail -n +6 | xargs -r rm -rf
 mkdir -p "$RUN_DIR/logs"
 UP_PID=
 STATUS=1
