@@ -330,7 +330,15 @@ fn handler_command(
             };
             let runtime_dir = dir.join(kind.as_str());
             let script = runtime_dir.join(script).display().to_string();
-            Ok((vec![interpreter.to_owned(), script], Some(runtime_dir)))
+            let mut command = vec![interpreter.to_owned()];
+            if kind == RuntimeKind::Nodejs {
+                // As AWS's Node.js runtime does: the heap fits the configured memory, so a
+                // function that would run out of memory on Lambda runs out here too.
+                let heap = (u64::from(opts.memory_mb) * 9 / 10).max(64);
+                command.push(format!("--max-old-space-size={heap}"));
+            }
+            command.push(script);
+            Ok((command, Some(runtime_dir)))
         }
     }
 }
@@ -512,6 +520,32 @@ mod tests {
         assert!(parse_env("A=b=c").is_ok_and(|(k, v)| k == "A" && v == "b=c"));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
+    }
+
+    #[test]
+    fn node_heap_follows_the_memory_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("runtimes/nodejs")).expect("runtimes");
+        std::fs::write(dir.path().join("index.js"), "").expect("handler file");
+        let opts = RuntimeOptions {
+            runtime: Some(RuntimeKind::Nodejs),
+            code_dir: dir.path().to_path_buf(),
+            handler: Some("index.handler".into()),
+            function_name: "f".into(),
+            memory_mb: 256,
+            timeout_seconds: 3,
+            init_timeout_seconds: 10,
+            concurrency: 1,
+            runtimes_dir: Some(dir.path().join("runtimes")),
+            ..Default::default()
+        };
+        let config = RuntimeConfig::resolve(opts, None).expect("valid");
+        let HandlerMode::Spawn { command } = config.mode else {
+            panic!("spawn mode expected");
+        };
+        assert_eq!(command[0], "node");
+        assert_eq!(command[1], "--max-old-space-size=230");
+        assert!(command[2].ends_with("runtimes/nodejs/bootstrap.js"));
     }
 
     #[test]
