@@ -69,6 +69,11 @@ impl AccessLog {
         Self { tx: None }
     }
 
+    /// Whether lines are written at all (records need not be built otherwise).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn log(&self, record: &AccessRecord<'_>) {
         let Some(tx) = &self.tx else { return };
         let Ok(mut line) = serde_json::to_vec(record) else {

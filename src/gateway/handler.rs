@@ -19,7 +19,7 @@ use super::{
     error::GatewayError,
     event::EventInput,
     invoke::{Body, Invoker, full},
-    metrics::{ErrorLabels, GatewayMetrics, RouteDurationLabels, RouteLabels, status_class},
+    metrics::{ErrorLabels, GatewayMetrics},
     policy::{
         cache::{CACHE_STATUS_HEADER, CacheLookup, ResponseCache},
         compiled::PolicyState,
@@ -62,14 +62,14 @@ pub struct Gateway {
     pub policies: Arc<PolicyState>,
     /// Shown as `requestContext.apiId`.
     pub api_id: String,
+    /// Metrics of requests that matched no route.
+    pub unrouted: super::metrics::RouteMetrics,
 }
 
 /// What is known of a request by the time it is answered, for the log line and CORS.
 #[derive(Default)]
 pub(super) struct Trace {
     pub route: Option<Arc<RouteEntry>>,
-    pub stage: Option<String>,
-    pub api: Option<String>,
     pub function: Option<String>,
     pub integration: Option<Duration>,
     pub cold: bool,
@@ -133,13 +133,19 @@ impl Gateway {
         let started = Instant::now();
         let request_time = chrono::Utc::now();
         let request_id = uuid::Uuid::new_v4().to_string();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // What only the access log needs is copied only when it is on.
+        let logged = self.access_log.enabled().then(|| {
+            let user_agent = request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                user_agent,
+            )
+        });
         let origin = request.headers().get(header::ORIGIN).cloned();
         let protocol = version_name(request.version());
         let mut trace = Trace::default();
@@ -178,26 +184,19 @@ impl Gateway {
                 })
                 .inc();
         }
-        let api = trace.api.as_deref().unwrap_or("");
-        let stage = trace.stage.as_deref().unwrap_or("");
+        let api = trace.route.as_ref().map_or("", |r| r.api.as_str());
+        let stage = trace.route.as_ref().map_or("", |r| r.stage.as_str());
         let route_key = trace.route.as_ref().map_or("", |r| r.route_key.as_str());
-        self.metrics
-            .requests
-            .get_or_create(&RouteLabels {
-                api: api.to_owned(),
-                stage: stage.to_owned(),
-                route: route_key.to_owned(),
-                status_class: status_class(status),
-            })
-            .inc();
-        self.metrics
-            .request_duration
-            .get_or_create(&RouteDurationLabels {
-                api: api.to_owned(),
-                stage: stage.to_owned(),
-                route: route_key.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+        match &trace.route {
+            Some(route) => route
+                .metrics
+                .get_or_init(|| self.metrics.route(api, stage, route_key))
+                .observe(status, elapsed.as_secs_f64()),
+            None => self.unrouted.observe(status, elapsed.as_secs_f64()),
+        }
+        let Some((method, path, user_agent)) = logged else {
+            return response;
+        };
         let response_length = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
@@ -269,8 +268,6 @@ impl Gateway {
             && let Some(cors) = &m.route.policies.cors
         {
             trace.route = Some(Arc::clone(m.route));
-            trace.stage = Some(m.stage.name.clone());
-            trace.api = Some(m.stage.api.clone());
             trace.preflight = true;
             return Ok(cors.preflight(&parts.headers).map(full));
         }
@@ -279,8 +276,6 @@ impl Gateway {
             .lookup(host, &parts.method, &path)
             .map_err(|_| GatewayError::NotFound)?;
         trace.route = Some(Arc::clone(matched.route));
-        trace.stage = Some(matched.stage.name.clone());
-        trace.api = Some(matched.stage.api.clone());
 
         // The canary takes its share of requests, with its own variables and function.
         let canary = matched

@@ -136,6 +136,47 @@ impl GatewayMetrics {
     }
 }
 
+/// The metrics of one route, looked up once and kept with the route so the request path does
+/// not hash label sets.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    /// Requests by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+impl GatewayMetrics {
+    /// The metric handles of a route (`api`, `stage`, `route` labels).
+    pub fn route(&self, api: &str, stage: &str, route: &str) -> RouteMetrics {
+        let counter = |status_class| {
+            self.requests.get_or_create_owned(&RouteLabels {
+                api: api.to_owned(),
+                stage: stage.to_owned(),
+                route: route.to_owned(),
+                status_class,
+            })
+        };
+        RouteMetrics {
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(counter),
+            duration: self
+                .request_duration
+                .get_or_create_owned(&RouteDurationLabels {
+                    api: api.to_owned(),
+                    stage: stage.to_owned(),
+                    route: route.to_owned(),
+                }),
+        }
+    }
+}
+
 /// `2xx`, `4xx`, ... for a status code.
 pub fn status_class(status: u16) -> &'static str {
     match status {

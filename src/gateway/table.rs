@@ -39,6 +39,9 @@ pub struct FunctionEntry {
 pub struct RouteEntry {
     /// `namespace/name` of the Route object.
     pub object: String,
+    /// The API and the stage (its `stageName`) serving this entry.
+    pub api: String,
+    pub stage: String,
     /// `GET /orders/{id}` (or `ANY /...`), as events and access logs show it.
     pub route_key: String,
     /// The path template as written, `/orders/{id}`.
@@ -53,6 +56,8 @@ pub struct RouteEntry {
     pub policies: RoutePolicies,
     /// The Lambda authorizer's function, when the route has one.
     pub authorizer_function: Option<FunctionKey>,
+    /// Metric handles, filled on the route's first request.
+    pub metrics: std::sync::OnceLock<crate::gateway::metrics::RouteMetrics>,
 }
 
 /// A canary of a stage.
@@ -384,6 +389,8 @@ fn build_stage(
         };
         let entry = Arc::new(RouteEntry {
             object: format!("{namespace}/{}", name_of(&route.metadata)),
+            api: stage.spec.api.clone(),
+            stage: name.clone(),
             route_key: format!("{route_key_method} {}", route.spec.path),
             resource_path: route.spec.path.clone(),
             function,
@@ -394,6 +401,7 @@ fn build_stage(
             ),
             policies,
             authorizer_function,
+            metrics: std::sync::OnceLock::new(),
         });
         let mut slots: Vec<usize> = Vec::new();
         for method in &methods {

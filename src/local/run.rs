@@ -215,6 +215,7 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
             PolicyLimits::default(),
         )),
         api_id: "local".into(),
+        unrouted: metrics.route("", "", ""),
     });
     load_policies(&config, &gateway);
 
