@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -115,6 +116,10 @@ func logCreated(logPath, path string) {
 // removeCreated removes, deepest first, the mount targets pod-exec created on the host, when
 // they are still empty (nothing else can have been put there by anyone else then).
 func removeCreated(logPath string) {
+	if otherNodeAgents() {
+		// Another cluster's pods may use these directories as mount points right now.
+		return
+	}
 	raw, err := os.ReadFile(logPath)
 	if err != nil {
 		return
@@ -138,4 +143,25 @@ func removeCreated(logPath string) {
 		}
 	}
 	_ = os.Remove(logPath)
+}
+
+// otherNodeAgents reports whether another `kfaas-cluster node` process runs on this machine.
+func otherNodeAgents() bool {
+	self := os.Getpid()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == self {
+			continue
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if len(args) > 1 && filepath.Base(args[0]) == "kfaas-cluster" && args[1] == "node" {
+			return true
+		}
+	}
+	return false
 }
