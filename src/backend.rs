@@ -70,4 +70,10 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         function: &FunctionKey,
     ) -> Result<watch::Receiver<ReadyInstances>, BackendError>;
+
+    /// Why the function's instances cannot start right now (for example its command does not
+    /// exist), while that lasts. Requests waiting for the function are then answered at once.
+    fn start_failure(&self, _function: &FunctionKey) -> Option<String> {
+        None
+    }
 }

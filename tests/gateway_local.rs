@@ -342,3 +342,26 @@ async fn oversized_headers_and_admin_endpoints() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_function_that_cannot_start_answers_502_at_once() {
+    let server = fixture();
+    let client = reqwest::Client::new();
+    // Held until the route's deadline it would be a 504; a 502 means it was answered as soon
+    // as the instance failed to start.
+    let got = json(
+        client
+            .get(server.url("/test/nobin"))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        got,
+        (502, serde_json::json!({"message": "Internal server error"}))
+    );
+    server.wait_for_line(Duration::from_secs(5), |l| {
+        l.contains("kfaas-test-no-such-binary") && l.contains("not on PATH")
+    });
+}

@@ -16,6 +16,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::{error::GatewayError, metrics::GatewayMetrics};
 use crate::backend::{Backend, FunctionKey, Instance, ReadyInstances};
 
+/// How often a held request checks whether its function's instances fail to start.
+const START_FAILURE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Live counters of one function, shared by the activator and the scaler.
 pub struct FunctionLoad {
     pub key: FunctionKey,
@@ -243,6 +246,17 @@ impl Activator {
                         function: key.to_string(),
                         waited_ms: started.elapsed().as_millis(),
                     });
+                }
+                // An instance that cannot start will not become ready: answer now.
+                () = tokio::time::sleep(START_FAILURE_POLL) => {
+                    if instances.is_empty()
+                        && let Some(reason) = self.backend.start_failure(key)
+                    {
+                        return Err(GatewayError::FunctionError {
+                            function: key.to_string(),
+                            reason: format!("cannot start an instance: {reason}"),
+                        });
+                    }
                 }
             }
         }

@@ -136,6 +136,9 @@ struct Entry {
     desired: u32,
     /// Instances that failed in a row; spaces out replacements.
     failures: u32,
+    /// Why the last instance failed to start; cleared when one becomes ready or the spec
+    /// changes. The activator uses it to answer at once instead of holding requests.
+    start_failure: Option<String>,
     records: Vec<Record>,
     ready: watch::Sender<ReadyInstances>,
 }
@@ -199,6 +202,7 @@ impl LocalInstances {
                         entry.spec = Arc::new(spec);
                         entry.generation += 1;
                         entry.failures = 0;
+                        entry.start_failure = None;
                         self.inner.reconcile(&key, entry);
                     }
                 }
@@ -219,6 +223,7 @@ impl LocalInstances {
                     generation: 0,
                     desired: 0,
                     failures: 0,
+                    start_failure: None,
                     records: Vec::new(),
                     ready: watch::channel(Arc::from(Vec::new())).0,
                 },
@@ -272,6 +277,10 @@ impl Backend for LocalInstances {
             .get_mut(function)
             .ok_or_else(|| BackendError::UnknownFunction(function.clone()))?;
         if entry.desired != replicas {
+            if entry.desired == 0 {
+                // A fresh start from zero decides anew whether the function can start.
+                entry.start_failure = None;
+            }
             entry.desired = replicas;
             self.inner.reconcile(function, entry);
         }
@@ -287,6 +296,10 @@ impl Backend for LocalInstances {
             .get(function)
             .map(|e| e.ready.subscribe())
             .ok_or_else(|| BackendError::UnknownFunction(function.clone()))
+    }
+
+    fn start_failure(&self, function: &FunctionKey) -> Option<String> {
+        self.inner.lock().get(function)?.start_failure.clone()
     }
 }
 
@@ -412,6 +425,7 @@ impl InstanceEvents for Inner {
         {
             r.state = RecordState::Ready(addr);
             entry.failures = 0;
+            entry.start_failure = None;
         }
         self.reconcile_self(key, entry);
     }
@@ -429,6 +443,7 @@ impl InstanceEvents for Inner {
                 _ if was_stopping => {}
                 Exit::StartFailed(how) => {
                     entry.failures = entry.failures.saturating_add(1);
+                    entry.start_failure = Some(how.clone());
                     tracing::warn!(function = %key, instance = id, %how, "instance failed to start");
                 }
                 Exit::Died(how) => {
