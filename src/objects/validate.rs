@@ -49,19 +49,21 @@ thread_local! {
 
 fn check<K: Serialize>(compiled: &CompiledSchema, object: &K) -> Result<(), Vec<String>> {
     let value = serde_json::to_value(object).map_err(|e| vec![e.to_string()])?;
-    VALIDATOR.with(|v| v.validate_compiled(compiled, &value, None)).map_err(|errors| {
-        errors
-            .as_slice()
-            .iter()
-            .map(|e| {
-                if e.field_path.is_empty() {
-                    e.message.clone()
-                } else {
-                    format!("{}: {}", e.field_path, e.message)
-                }
-            })
-            .collect()
-    })
+    VALIDATOR
+        .with(|v| v.validate_compiled(compiled, &value, None))
+        .map_err(|errors| {
+            errors
+                .as_slice()
+                .iter()
+                .map(|e| {
+                    if e.field_path.is_empty() {
+                        e.message.clone()
+                    } else {
+                        format!("{}: {}", e.field_path, e.message)
+                    }
+                })
+                .collect()
+        })
 }
 
 /// Checks an object against the CEL rules of its CRD.
