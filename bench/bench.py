@@ -112,6 +112,37 @@ class Proc:
         self.popen.wait()
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_pids(pgid):
+    """The processes of a process group (nginx: its master and worker)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # fields[0] is the state; pgrp is the 5th field of stat
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads, not their children)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / CLK_TCK
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -184,9 +215,18 @@ def wrk(url, connections, duration, threads=1, script=None):
     return result
 
 
+def wrk_cpu(url, connections, duration, pids):
+    """wrk, plus the CPU time the proxy's processes spent per request (in microseconds): a figure
+    that depends much less than req/s on what else the machine runs."""
+    before = cpu_seconds(pids)
+    result = wrk(url, connections, duration)
+    result["cpu_us_per_req"] = (cpu_seconds(pids) - before) * 1e6 / max(result["requests"], 1)
+    return result
+
+
 def wrk_summary(samples):
     """Median of each wrk figure over the repeats."""
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms")
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req")
     out = {k: summary([s[k] for s in samples]) for k in keys}
     out["non_2xx"] = sum(s["non_2xx"] for s in samples)
     out["socket_errors"] = sum(s["socket_errors"] for s in samples)
@@ -200,7 +240,12 @@ def wrk_summary(samples):
 def start_kfaas_local(kfaas, folder, workdir, name, extra=()):
     """Starts `kfaas local FOLDER --port 0`; returns (proc, gateway addr, admin addr)."""
     proc = Proc(name, [kfaas, "local", folder, "--port", "0", *extra], workdir)
-    m = wait_line(proc.out, r"serving .* on http://(\S+) \(admin on http://(\S+)\)", proc=proc)
+    try:
+        m = wait_line(proc.out, r"serving .* on http://(\S+) \(admin on http://(\S+)\)",
+                      timeout=180, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, m.group(1), m.group(2)
 
 
@@ -385,6 +430,7 @@ def bench_proxy(args, work, results):
         wait_port(backend_port)
 
         targets = {"backend (direct, no proxy)": f"http://127.0.0.1:{backend_port}/bench"}
+        pids = {"backend (direct, no proxy)": lambda: [backend.pid]}
 
         hp_port = free_port()
         cfg = os.path.join(work, "haproxy.cfg")
@@ -392,6 +438,8 @@ def bench_proxy(args, work, results):
         procs.append(Proc("haproxy", ["haproxy", "-db", "-f", cfg], work))
         wait_port(hp_port)
         targets["haproxy (nbthread 1)"] = f"http://127.0.0.1:{hp_port}/bench"
+        haproxy = procs[-1]
+        pids["haproxy (nbthread 1)"] = lambda: [haproxy.pid]
 
         ng_port = free_port()
         cfg = os.path.join(work, "nginx.conf")
@@ -399,6 +447,8 @@ def bench_proxy(args, work, results):
         procs.append(Proc("nginx", ["nginx", "-c", cfg, "-p", work], work))
         wait_port(ng_port)
         targets["nginx (worker_processes 1)"] = f"http://127.0.0.1:{ng_port}/bench"
+        nginx = procs[-1]
+        pids["nginx (worker_processes 1)"] = lambda: group_pids(nginx.pid)
 
         folder = http_function_folder(work, args.backend)
         variants = [
@@ -412,6 +462,7 @@ def bench_proxy(args, work, results):
             proc, addr, _admin = start_kfaas_local(args.kfaas, folder, work, name, flags)
             procs.append(proc)
             targets[label] = f"http://{addr}/bench"
+            pids[label] = lambda proc=proc: [proc.pid]  # the gateway, not its backend child
 
         for label, url in targets.items():  # warm up: instances started, connections made
             deadline = time.monotonic() + 30
@@ -431,11 +482,11 @@ def bench_proxy(args, work, results):
             load = wait_quiet(args.max_load, args.max_wait)
             log(f"  run {run + 1}/{args.runs} (load {load:.2f})")
             for label, url in targets.items():
-                s = wrk(url, args.connections, args.duration)
+                s = wrk_cpu(url, args.connections, args.duration, pids[label]())
                 s["load"] = loadavg()
                 samples[label].append(s)
                 log(f"    {label:45} {s['rps']:>10.0f} req/s  p50 {s['p50_ms']:.3f} ms"
-                    f"  p99 {s['p99_ms']:.3f} ms")
+                    f"  p99 {s['p99_ms']:.3f} ms  CPU {s['cpu_us_per_req']:.1f} us/req")
         results["proxy"] = {
             "wrk": f"wrk -t1 -c{args.connections} -d{args.duration}s --latency URL",
             "samples": samples,
@@ -576,7 +627,8 @@ def bench_lambda(args, work, results):
 def bench_cold(args, work, results):
     log("== cold start (hello, Node.js, 0 -> first response)")
     node = []
-    for _ in range(max(15, args.cold_starts)):
+
+    def node_e0():  # the anchor, taken beside each cold start so that both see the same load
         t = time.perf_counter()
         subprocess.run(["node", "-e", "0"], check=True)
         node.append((time.perf_counter() - t) * 1000)
@@ -595,6 +647,8 @@ def bench_cold(args, work, results):
                 time.sleep(0.1)
             time.sleep(0.2)  # let the stopped process go entirely
             wait_quiet(args.max_load, 10)
+            node_e0()
+            time.sleep(0.1)
             t = time.perf_counter()
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             conn.request("GET", "/hello?name=cold")
@@ -605,7 +659,8 @@ def bench_cold(args, work, results):
             if resp.status != 200:
                 raise RuntimeError(f"cold start answered {resp.status}")
             cold.append(ms)
-            log(f"  cold start {i + 1}/{args.cold_starts}: {ms:.1f} ms (load {loadavg():.2f})")
+            log(f"  cold start {i + 1}/{args.cold_starts}: {ms:.1f} ms, node -e 0 {node[-1]:.1f} ms"
+                f" (load {loadavg():.2f})")
         _, metrics = http_get(f"http://{admin}/metrics")
         m = re.search(r'^kfaas_gateway_cold_starts_total\{[^}]*\}\s+(\S+)', metrics.decode(), re.M)
         init = []
@@ -737,8 +792,10 @@ def machine():
             versions[name] = (p.stdout + p.stderr).strip().splitlines()[0]
         except (OSError, IndexError):
             versions[name] = "?"
+    rev = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "versions": versions}
+            "kfaas_tree": rev, "versions": versions}
 
 
 def fmt_summary(results):
@@ -747,11 +804,13 @@ def fmt_summary(results):
         s = results["proxy"]["summary"]
         lines.append(f"HTTP proxy throughput ({results['proxy']['wrk']}; median of runs,"
                      " [min..max] req/s)")
-        lines.append(f"  {'target':45} {'req/s':>9} {'spread':>17} {'p50 ms':>8} {'p99 ms':>8}")
+        lines.append(f"  {'target':45} {'req/s':>9} {'spread':>17} {'p50 ms':>8} {'p99 ms':>8}"
+                     f" {'CPU us/req':>11}")
         for label, v in s.items():
             r = v["rps"]
             lines.append(f"  {label:45} {r['median']:>9.0f} [{r['min']:>6.0f}..{r['max']:>6.0f}]"
                          f" {v['p50_ms']['median']:>8.3f} {v['p99_ms']['median']:>8.3f}"
+                         f" {v['cpu_us_per_req']['median']:>11.1f}"
                          + ("  ERRORS" if v["non_2xx"] or v["socket_errors"] else ""))
         hp = s["haproxy (nbthread 1)"]
         ng = s["nginx (worker_processes 1)"]
@@ -763,7 +822,9 @@ def fmt_summary(results):
                 f"    {label:45} /haproxy {v['rps']['median'] / hp['rps']['median']:.2f}"
                 f" (target >= 1.00)  /nginx {v['rps']['median'] / ng['rps']['median']:.2f}"
                 f" (target >= 1.20)  p99/haproxy {v['p99_ms']['median'] / hp['p99_ms']['median']:.2f}"
-                f"  p99/nginx {v['p99_ms']['median'] / ng['p99_ms']['median']:.2f}")
+                f"  p99/nginx {v['p99_ms']['median'] / ng['p99_ms']['median']:.2f}"
+                f"  CPU per request /haproxy {v['cpu_us_per_req']['median'] / hp['cpu_us_per_req']['median']:.2f}"
+                f" /nginx {v['cpu_us_per_req']['median'] / ng['cpu_us_per_req']['median']:.2f}")
         lines.append(f"    haproxy/nginx {hp['rps']['median'] / ng['rps']['median']:.2f}")
     if "lambda" in results:
         s = results["lambda"]["summary"]
