@@ -44,23 +44,31 @@ impl FunctionLoad {
     }
 
     /// Takes a slot on the least-loaded ready instance that has one.
-    fn try_lease(self: &Arc<Self>, instances: &[Instance]) -> Option<Lease> {
+    fn try_lease(self: &Arc<Self>, instances: &ReadyInstances) -> Option<Lease> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let (instance, used) = instances
+        let (index, used) = instances
             .iter()
-            .map(|i| (i, slots.get(&i.id).copied().unwrap_or(0)))
-            .filter(|(i, used)| *used < i.concurrency.max(1))
+            .enumerate()
+            .map(|(n, i)| (n, slots.get(&i.id).copied().unwrap_or(0)))
+            .filter(|(n, used)| *used < instances[*n].concurrency.max(1))
             .min_by_key(|(_, used)| *used)?;
-        slots.insert(instance.id.clone(), used + 1);
-        if slots.len() > instances.len() * 2 + 8 {
-            // Forget instances that are gone and idle, so the map does not grow forever.
-            slots.retain(|id, used| *used > 0 || instances.iter().any(|i| &i.id == id));
+        let id = &instances[index].id;
+        match slots.get_mut(id) {
+            Some(slot) => *slot = used + 1,
+            None => {
+                slots.insert(id.clone(), used + 1);
+                if slots.len() > instances.len() * 2 + 8 {
+                    // Forget instances that are gone and idle, so the map does not grow forever.
+                    slots.retain(|id, used| *used > 0 || instances.iter().any(|i| &i.id == id));
+                }
+            }
         }
         drop(slots);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             load: Arc::clone(self),
-            instance: instance.clone(),
+            instances: Arc::clone(instances),
+            index,
         })
     }
 }
@@ -68,14 +76,22 @@ impl FunctionLoad {
 /// A slot on one instance; dropping it frees the slot and wakes one held request.
 pub struct Lease {
     load: Arc<FunctionLoad>,
-    pub instance: Instance,
+    /// The ready set the instance was taken from (no copy of the instance is made).
+    instances: ReadyInstances,
+    index: usize,
+}
+
+impl Lease {
+    pub fn instance(&self) -> &Instance {
+        &self.instances[self.index]
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         {
             let mut slots = self.load.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(used) = slots.get_mut(&self.instance.id) {
+            if let Some(used) = slots.get_mut(&self.instances[self.index].id) {
                 *used = used.saturating_sub(1);
             }
         }

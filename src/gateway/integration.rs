@@ -108,7 +108,7 @@ impl Gateway {
         let outcome = tokio::time::timeout_at(
             deadline.into(),
             self.invoker
-                .invoke_lambda(acquired.lease.instance.addr, request_id, event),
+                .invoke_lambda(acquired.lease.instance().addr, request_id, event),
         )
         .await;
         drop(acquired);
@@ -168,7 +168,7 @@ impl Gateway {
         let response = tokio::time::timeout_at(
             deadline.into(),
             self.invoker
-                .proxy(lease.instance.addr, request, &path_and_query),
+                .proxy(lease.instance().addr, request, &path_and_query),
         )
         .await
         .map_err(|_| GatewayError::IntegrationTimeout {
