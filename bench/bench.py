@@ -257,6 +257,14 @@ def instances(admin, function="default/hello"):
     return float(m.group(1)) if m else 0.0
 
 
+def cold_starts(admin, function="default/hello"):
+    _, body = http_get(f"http://{admin}/metrics")
+    pattern = re.compile(r'^kfaas_gateway_cold_starts_total\{[^}]*function="' + re.escape(function)
+                         + r'"[^}]*\}\s+(\S+)', re.M)
+    m = pattern.search(body.decode())
+    return float(m.group(1)) if m else 0.0
+
+
 def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -639,6 +647,7 @@ def bench_cold(args, work, results):
     cold = []
     try:
         host, port = addr.rsplit(":", 1)
+        counted_before = cold_starts(admin)
         for i in range(args.cold_starts):
             deadline = time.monotonic() + 60
             while instances(admin) != 0:
@@ -658,7 +667,18 @@ def bench_cold(args, work, results):
             conn.close()
             if resp.status != 200:
                 raise RuntimeError(f"cold start answered {resp.status}")
+            counted = cold_starts(admin)
+            if counted != counted_before + 1:
+                raise RuntimeError(f"try {i + 1} was not a cold start ({ms:.1f} ms): the harness"
+                                   " did not wait for zero instances")
+            counted_before = counted
             cold.append(ms)
+            # The instances gauge is refreshed by the autoscaler's loop (1 s ticks), so right
+            # after a cold start it may still read 0: wait to see the instance before waiting
+            # for it to go.
+            deadline = time.monotonic() + 10
+            while instances(admin) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
             log(f"  cold start {i + 1}/{args.cold_starts}: {ms:.1f} ms, node -e 0 {node[-1]:.1f} ms"
                 f" (load {loadavg():.2f})")
         _, metrics = http_get(f"http://{admin}/metrics")
