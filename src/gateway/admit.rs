@@ -39,6 +39,7 @@ impl Gateway {
         call: &Call<'_>,
         table: &RouteTable,
         deadline: Instant,
+        wants_event: bool,
         trace: &mut Trace,
     ) -> Result<Admitted, GatewayError> {
         let stage = call.matched.stage;
@@ -55,8 +56,10 @@ impl Gateway {
             let value = call.parts.headers.get(header).and_then(|v| v.to_str().ok());
             match self.policies.jwt.authorize(jwt, value).await {
                 Ok(identity) => {
-                    admitted.authorizer =
-                        Some(identity.event_authorizer(&jwt.scopes, route.payload_format));
+                    if wants_event {
+                        admitted.authorizer =
+                            Some(identity.event_authorizer(&jwt.scopes, route.payload_format));
+                    }
                 }
                 Err(e) => {
                     return Err(GatewayError::Policy {

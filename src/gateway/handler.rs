@@ -301,7 +301,16 @@ impl Gateway {
             api_id: &self.api_id,
         };
         let deadline = started + matched.route.timeout;
-        let admitted = self.admit(&call, &table, deadline, trace).await?;
+        // Only a lambda function's event carries the authorizer's output; for an http function
+        // it is not built at all.
+        let wants_event = function
+            .as_ref()
+            .ok()
+            .and_then(|k| table.function(k))
+            .is_none_or(|f| f.protocol == FunctionProtocol::Lambda);
+        let admitted = self
+            .admit(&call, &table, deadline, wants_event, trace)
+            .await?;
         trace.api_key_id = admitted.api_key_id.clone();
 
         let key = function

@@ -126,7 +126,7 @@ impl JwtConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwtIdentity {
     /// The token's claims, as signed.
-    pub claims: Value,
+    pub claims: Arc<Value>,
     /// The token's scopes (`scope` or `scp`).
     pub scopes: Vec<String>,
 }
@@ -215,7 +215,7 @@ pub fn verify(
     now: DateTime<Utc>,
     leeway: Duration,
 ) -> Result<JwtIdentity, JwtError> {
-    let claims = verify_signature(token, key)?;
+    let claims = Arc::new(verify_signature(token, key)?);
     check_claims(&claims, config, now, leeway)
 }
 
@@ -251,7 +251,7 @@ pub fn verify_signature(token: &str, key: &VerifyKey) -> Result<Value, JwtError>
 
 /// Checks verified claims against a route's authorizer at `now`.
 pub fn check_claims(
-    claims: &Value,
+    claims: &Arc<Value>,
     config: &JwtConfig,
     now: DateTime<Utc>,
     leeway: Duration,
@@ -288,7 +288,8 @@ pub fn check_claims(
         return Err(JwtError::MissingScope);
     }
     Ok(JwtIdentity {
-        claims: claims.clone(),
+        // Shared with the verified-token cache: no copy of the claims per request.
+        claims: Arc::clone(claims),
         scopes,
     })
 }
@@ -321,7 +322,12 @@ impl std::fmt::Debug for JwtVerifier {
 
 fn token_digest(source: &JwksSource, token: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
-    hash.update(format!("{source:?}").as_bytes());
+    let (kind, name) = match source {
+        JwksSource::Url(url) => (b'u', url),
+        JwksSource::Secret(secret) => (b's', secret),
+    };
+    hash.update([kind]);
+    hash.update(name.as_bytes());
     hash.update([0]);
     hash.update(token.as_bytes());
     hash.finalize().into()
