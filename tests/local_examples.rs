@@ -134,3 +134,33 @@ async fn http_functions_are_reverse_proxied() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["body"].as_str().map(str::len), Some(1024 * 1024));
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_function_instances_too() {
+    let server = LocalServer::start(&repo().join("examples/echo-http"), &["--no-access-log"]);
+    let response = reqwest::get(server.url("/x")).await.expect("request");
+    assert_eq!(response.status(), 200);
+    let children = server.children();
+    assert!(
+        !children.is_empty(),
+        "an instance runs after the first request"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.pid()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    for pid in children {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance {pid} outlived kfaas local's SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -212,8 +212,8 @@ impl Gateway {
             status,
             protocol,
             response_length,
-            response_latency: elapsed.as_secs_f64() * 1000.0,
-            integration_latency: trace.integration.map(|d| d.as_secs_f64() * 1000.0),
+            response_latency: round_ms(elapsed),
+            integration_latency: trace.integration.map(round_ms),
             function: trace.function.as_deref(),
             user_agent: user_agent.as_deref(),
             api_key_id: trace.api_key_id.as_deref(),
@@ -405,6 +405,11 @@ impl Gateway {
             .get_or_create(&super::metrics::CacheLabels { result })
             .inc();
     }
+}
+
+/// Milliseconds with microsecond precision, as the access log shows them.
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.

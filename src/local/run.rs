@@ -250,10 +250,23 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     ));
 
     let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
+    // SIGTERM (a supervisor, `kill`) stops as gracefully as Ctrl-C: instances are stopped too.
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         () = serve => {}
         _ = tokio::signal::ctrl_c() => {
             println!("kfaas local: stopping");
+            shutdown.cancel();
+        }
+        () = terminate => {
+            println!("kfaas local: stopping (SIGTERM)");
             shutdown.cancel();
         }
     }

@@ -109,6 +109,26 @@ impl LocalServer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The direct children of the `kfaas local` process (its function instances).
+    pub fn children(&self) -> Vec<u32> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     pub fn lines(&self) -> Vec<String> {
         let mut all = self.stdout.lock().expect("lines").clone();
         all.extend(self.stderr.lock().expect("lines").iter().cloned());
