@@ -25,7 +25,7 @@ use super::{
         compiled::PolicyState,
         cors::CorsPolicy,
     },
-    table::{Matched, RouteEntry, RouteTable},
+    table::{Matched, RouteEntry, RouteTable, host_without_port},
 };
 use crate::api::FunctionProtocol;
 
@@ -412,35 +412,11 @@ fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
 pub(super) fn version_name(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_2 => "HTTP/2.0",
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_without_port;
-
-    #[test]
-    fn host_port_is_stripped_for_names_and_ipv6_literals() {
-        assert_eq!(host_without_port("example.com:8080"), "example.com");
-        assert_eq!(host_without_port("example.com"), "example.com");
-        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
     }
 }

@@ -203,15 +203,7 @@ impl RouteTable {
         method: &Method,
         path: &'t str,
     ) -> Result<Matched<'t>, Miss> {
-        let host = host.map(|h| {
-            h.rsplit_once(':').map_or(h, |(name, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) {
-                    name
-                } else {
-                    h
-                }
-            })
-        });
+        let host = host.map(host_without_port);
         let (stage, stage_path) = self
             .stages
             .iter()
@@ -496,6 +488,17 @@ pub fn scaling_policy(spec: &crate::api::FunctionSpec) -> ScalingPolicy {
         idle_timeout: Duration::from_secs(
             u64::try_from(spec.scaling.idle_timeout_seconds).unwrap_or(60),
         ),
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 

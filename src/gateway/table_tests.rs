@@ -257,3 +257,11 @@ fn substitution_handles_text_around_variables() {
     );
     assert!(substitute_stage_variables("${stageVariables.env", &vars).is_err());
 }
+
+#[test]
+fn host_port_is_stripped_for_names_and_ipv6_literals() {
+    assert_eq!(host_without_port("example.com:8080"), "example.com");
+    assert_eq!(host_without_port("example.com"), "example.com");
+    assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+    assert_eq!(host_without_port("[::1]"), "[::1]");
+}
