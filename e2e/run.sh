@@ -70,7 +70,7 @@ ip route add local 10.244.0.0/16 dev lo
 ip route add local 10.96.0.0/16 dev lo
 
 export KFAAS_REPO=$REPO
-export KFAAS_BIN=$REPO/target/debug/kfaas
+export KFAAS_BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/kfaas
 export KFAAS_E2E_PROCESS_NODE=1 # the suite may assert what only this node guarantees (10.244.x.y pod IPs)
 RUN_DIR=$WORK/runs/$(date +%Y%m%d-%H%M%S)-$$
 # Keep the folders of the last few failed runs, not all of them.

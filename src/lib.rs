@@ -10,3 +10,4 @@ pub mod gateway;
 pub mod local;
 pub mod objects;
 pub mod runtime;
+pub mod workload;

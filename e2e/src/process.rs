@@ -1,0 +1,103 @@
+//! Runs `kfaas` subcommands (controller, gateway) as child processes of a test, against the
+//! cluster in KUBECONFIG. Output goes to a log file (named in every failure message) so a test
+//! can wait for a line and a failed run can be read afterwards. The child is killed on drop.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The kfaas binary the suite runs: KFAAS_BIN (e2e/run.sh exports it), else target/debug/kfaas.
+pub fn kfaas_bin() -> PathBuf {
+    std::env::var_os("KFAAS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo().join("target/debug/kfaas"))
+}
+
+/// A running `kfaas` child process.
+pub struct KfaasProcess {
+    child: Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl KfaasProcess {
+    /// Starts `kfaas ARGS...` with extra environment variables; stdout and stderr go to
+    /// `<tmp>/kfaas-e2e-<name>-<pid>.log`.
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let log = std::env::temp_dir().join(format!(
+            "kfaas-e2e-{name}-{}-{}.log",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(kfaas_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .env("KFAAS_LOG_FORMAT", "text");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {} {args:?}", kfaas_bin().display()))?;
+        Ok(Self {
+            child,
+            log,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Everything the process wrote so far.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the output holds `needle`; fails (with the output) on exit or timeout.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if let Some(line) = out.lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_owned());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "kfaas {} exited ({status}) before printing {needle:?}; output ({}):\n{out}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kfaas {} did not print {needle:?} within {timeout:?}; output ({}):\n{out}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for KfaasProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
