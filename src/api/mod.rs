@@ -21,7 +21,8 @@ pub use route::{
 };
 pub use stage::{AccessLog, Canary, IpRules, Stage, StageIngress, StageSpec, StageStatus};
 pub use usage_plan::{
-    ApiKeyRef, Quota, SecretKeyRef, UsagePlan, UsagePlanSpec, UsagePlanStage, UsagePlanStatus,
+    ApiKeyRef, ApiKeyUsage, Quota, SecretKeyRef, UsagePlan, UsagePlanSpec, UsagePlanStage,
+    UsagePlanStatus,
 };
 
 /// API group of every kfaas kind.

@@ -100,7 +100,7 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// What the controller observed of a usage plan.
+/// What the controller observed of a usage plan, and the gateway's count of each key's use.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsagePlanStatus {
@@ -113,6 +113,33 @@ pub struct UsagePlanStatus {
     /// API keys loaded.
     #[serde(default)]
     pub keys: i32,
+    /// Requests each API key has used in the current quota period, as the gateway counts them
+    /// (written by the gateway every few seconds while the count changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub usage: Vec<ApiKeyUsage>,
+}
+
+/// One API key's use of a plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyUsage {
+    /// The key's id from `spec.apiKeys` (never the key itself).
+    pub key_id: String,
+    /// Requests counted in the current quota period (all requests when the plan has no quota).
+    pub used: i64,
+    /// The quota's limit, when the plan has a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// Requests left in the current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<i64>,
+    /// DAY, WEEK or MONTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// When the current period ends (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 fn default_secret_key() -> String {
