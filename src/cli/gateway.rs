@@ -1,10 +1,71 @@
-//! `kfaas gateway`.
+//! `kfaas gateway`: the data plane on a Kubernetes cluster.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::cluster::run::{ClusterOptions, run as run_gateway};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address the gateway serves API requests on.
+    #[arg(long, env = "KFAAS_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of the admin endpoints (/metrics, /healthz, /readyz, /usage).
+    #[arg(long, env = "KFAAS_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    /// Serve the objects of this namespace only (default: every namespace).
+    #[arg(long, env = "KFAAS_NAMESPACE")]
+    namespace: Option<String>,
+    /// Do not print the JSON access-log lines.
+    #[arg(long, env = "KFAAS_NO_ACCESS_LOG")]
+    no_access_log: bool,
+    /// Requests a function may hold waiting for a free instance before new ones get 503.
+    #[arg(long, env = "KFAAS_MAX_HELD_REQUESTS", default_value_t = 1000)]
+    max_held_requests: u32,
+    /// Seconds between writes of UsagePlan status.usage (only when the counts changed).
+    #[arg(long, env = "KFAAS_USAGE_STATUS_SECONDS", default_value_t = 10)]
+    usage_status_seconds: u64,
+    /// Seconds between reads of the Secrets holding API keys and JWKS (picks up rotation).
+    #[arg(long, env = "KFAAS_SECRET_REFRESH_SECONDS", default_value_t = 30)]
+    secret_refresh_seconds: u64,
+    /// The `requestContext.apiId` functions see.
+    #[arg(long, env = "KFAAS_API_ID", default_value = "kfaas")]
+    api_id: String,
+    /// Threads serving requests (default: one per core).
+    #[arg(long, env = "KFAAS_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
 
-pub fn run(_args: Args) -> ExitCode {
-    super::not_yet_implemented("gateway")
+pub fn run(args: Args) -> ExitCode {
+    super::logging::init();
+    let options = ClusterOptions {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        namespace: args.namespace,
+        access_log: !args.no_access_log,
+        max_held_requests: args.max_held_requests,
+        usage_status_interval: Duration::from_secs(args.usage_status_seconds.max(1)),
+        secret_refresh_interval: Duration::from_secs(args.secret_refresh_seconds.max(1)),
+        api_id: args.api_id,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kfaas gateway: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_gateway(options, CancellationToken::new())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kfaas gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -3,6 +3,8 @@
 pub mod access_log;
 pub mod activator;
 mod admit;
+pub mod cluster;
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod handler;
@@ -13,3 +15,4 @@ pub mod policy;
 pub mod response;
 pub mod server;
 pub mod table;
+mod upstream;

@@ -23,14 +23,14 @@ use crate::{
     gateway::{
         access_log::AccessLog,
         activator::Activator,
+        config as gateway_config,
         handler::{Gateway, Limits},
         invoke::Invoker,
         metrics::GatewayMetrics,
         policy::{
-            api_keys::ApiKeyStore,
             clock::SystemClock,
             compiled::{PolicyLimits, PolicyState},
-            jwks::{HttpJwksFetcher, secret_document},
+            jwks::HttpJwksFetcher,
         },
         server,
         table::{RouteTable, concurrency},
@@ -127,13 +127,13 @@ impl PolicySource for TablePolicies {
     }
 }
 
-/// Builds the table and prints what it could not serve. Returns the table.
-fn build_table(config: &LocalConfig) -> RouteTable {
-    let (table, warnings) = RouteTable::build(&config.table);
+/// Installs the table and the policies and prints what could not be served.
+fn install_config(config: &LocalConfig, gateway: &Gateway) {
+    let warnings =
+        gateway_config::install_parts(gateway, &config.table, &config.usage_plans, &config.secrets);
     for w in warnings {
-        eprintln!("kfaas local: {}: {}", w.object, w.message);
+        eprintln!("kfaas local: {w}");
     }
-    table
 }
 
 /// Prints one line per route: method, URL, function.
@@ -183,7 +183,6 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         demand_tx,
         Arc::clone(&metrics),
     ));
-    let table = build_table(&config);
     let listener =
         TcpListener::bind(options.listen)
             .await
@@ -199,7 +198,7 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         })?;
     let addr = server::local_addr(&listener);
     let gateway = Arc::new(Gateway {
-        table: ArcSwap::from_pointee(table),
+        table: ArcSwap::from_pointee(RouteTable::default()),
         activator: Arc::clone(&activator),
         invoker: Invoker::new(),
         metrics: Arc::clone(&metrics),
@@ -217,7 +216,7 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         api_id: "local".into(),
         unrouted: metrics.route("", "", ""),
     });
-    load_policies(&config, &gateway);
+    install_config(&config, &gateway);
 
     println!(
         "kfaas local: serving {} on http://{addr} (admin on http://{})",
@@ -286,9 +285,7 @@ pub fn apply(
 ) {
     check_runtimes(config);
     instances.set_functions(local_specs(config));
-    let table = build_table(config);
-    gateway.table.store(Arc::new(table));
-    load_policies(config, gateway);
+    install_config(config, gateway);
     println!(
         "kfaas local: reloaded {} functions, {} routes, {} stages",
         config.table.functions.len(),
@@ -296,31 +293,6 @@ pub fn apply(
         config.table.stages.len()
     );
     print_routes(&gateway.table.load(), addr);
-}
-
-/// Installs the API keys of the UsagePlans and the JWKS documents held in Secrets.
-fn load_policies(config: &LocalConfig, gateway: &Gateway) {
-    let (store, warnings) = ApiKeyStore::build(&config.usage_plans, &config.secrets);
-    for w in warnings {
-        eprintln!("kfaas local: {}: {}", w.object, w.message);
-    }
-    let table = gateway.table.load();
-    gateway
-        .policies
-        .set_api_keys(store, table.stages().iter().map(|s| s.policies.id.as_str()));
-    for secret in &config.secrets {
-        let Some(document) = secret_document(secret) else {
-            continue;
-        };
-        let name = format!(
-            "{}/{}",
-            secret.metadata.namespace.as_deref().unwrap_or("default"),
-            secret.metadata.name.as_deref().unwrap_or("")
-        );
-        if let Err(e) = gateway.policies.jwt.keys().set_document(&name, document) {
-            eprintln!("kfaas local: Secret/{name}: jwks.json: {e}");
-        }
-    }
 }
 
 /// One clear line when a runtime's interpreter is missing (the function still loads; its

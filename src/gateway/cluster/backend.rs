@@ -1,0 +1,339 @@
+//! The Kubernetes backend: a Function's ready instances are the ready endpoints of its Service's
+//! EndpointSlices (port named `invoke`), and scaling patches its Deployment's `scale`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
+use kube::{
+    Client,
+    api::{Api, Patch, PatchParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
+    workload::{FUNCTION_LABEL, INVOKE_PORT_NAME, deployment_name},
+};
+
+/// The ready instances of one function, from all of its EndpointSlices. Endpoints that are not
+/// ready or are terminating are left out; a slice without an `invoke` port contributes nothing.
+/// Sorted by id so an unchanged set compares equal.
+pub fn ready_instances_from_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    concurrency: u32,
+) -> Vec<Instance> {
+    let mut out = BTreeMap::new();
+    for slice in slices {
+        let Some(port) = slice.ports.as_ref().and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(INVOKE_PORT_NAME))
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+        }) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let conditions = endpoint.conditions.as_ref();
+            // An unset `ready` means ready (the API's documented default); terminating never is.
+            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+            let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+            if !ready || terminating {
+                continue;
+            }
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            let id = endpoint
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| addr.to_string());
+            out.insert(
+                id.clone(),
+                Instance {
+                    id,
+                    addr,
+                    concurrency: concurrency.max(1),
+                },
+            );
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The function an EndpointSlice belongs to, from the label the Service passed on.
+fn function_of(slice: &EndpointSlice) -> Option<FunctionKey> {
+    let name = slice.metadata.labels.as_ref()?.get(FUNCTION_LABEL)?;
+    Some(FunctionKey::new(
+        slice.metadata.namespace.as_deref().unwrap_or("default"),
+        name.as_str(),
+    ))
+}
+
+struct FunctionState {
+    ready: watch::Sender<ReadyInstances>,
+    concurrency: u32,
+}
+
+/// Kubernetes implementation of [`Backend`].
+pub struct KubeBackend {
+    functions: Mutex<HashMap<FunctionKey, FunctionState>>,
+    slices: reflector::Store<EndpointSlice>,
+    scale_tx: mpsc::UnboundedSender<(FunctionKey, u32)>,
+}
+
+impl KubeBackend {
+    /// Starts watching EndpointSlices (in `namespace`, or all) and a task that applies scale.
+    pub fn start(client: Client, namespace: Option<&str>) -> Arc<Self> {
+        let slices_api: Api<EndpointSlice> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let (store, writer) = reflector::store();
+        let (scale_tx, scale_rx) = mpsc::unbounded_channel();
+        let backend = Arc::new(Self {
+            functions: Mutex::new(HashMap::new()),
+            slices: store,
+            scale_tx,
+        });
+        let config = watcher::Config::default().labels(FUNCTION_LABEL);
+        let weak = Arc::downgrade(&backend);
+        tokio::spawn(async move {
+            let mut events = watcher(slices_api, config)
+                .default_backoff()
+                .reflect(writer)
+                .boxed();
+            while let Some(event) = events.next().await {
+                let Some(backend) = weak.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(watcher::Event::Apply(slice) | watcher::Event::Delete(slice)) => {
+                        if let Some(key) = function_of(&slice) {
+                            backend.publish(&key);
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => backend.publish_all(),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "watching EndpointSlices"),
+                }
+            }
+        });
+        tokio::spawn(apply_scale(client, scale_rx));
+        backend
+    }
+
+    /// Sets the per-instance concurrency of the functions the gateway serves now.
+    pub fn set_concurrency(&self, functions: impl IntoIterator<Item = (FunctionKey, u32)>) {
+        let changed: Vec<FunctionKey> = {
+            let mut map = self.lock();
+            functions
+                .into_iter()
+                .filter_map(|(key, concurrency)| {
+                    let state = map.entry(key.clone()).or_insert_with(new_state);
+                    (state.concurrency != concurrency).then(|| {
+                        state.concurrency = concurrency;
+                        key
+                    })
+                })
+                .collect()
+        };
+        for key in changed {
+            self.publish(&key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FunctionKey, FunctionState>> {
+        self.functions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Recomputes one function's ready instances and tells the waiting requests if they changed.
+    fn publish(&self, key: &FunctionKey) {
+        let slices: Vec<Arc<EndpointSlice>> = self
+            .slices
+            .state_filter(|s| function_of(s).as_ref() == Some(key));
+        let mut map = self.lock();
+        let state = map.entry(key.clone()).or_insert_with(new_state);
+        let instances =
+            ready_instances_from_slices(slices.iter().map(Arc::as_ref), state.concurrency);
+        state.ready.send_if_modified(|current| {
+            if current.as_ref() == instances.as_slice() {
+                false
+            } else {
+                *current = instances.into();
+                true
+            }
+        });
+    }
+
+    fn publish_all(&self) {
+        let keys: Vec<FunctionKey> = self.lock().keys().cloned().collect();
+        for key in keys {
+            self.publish(&key);
+        }
+    }
+}
+
+fn new_state() -> FunctionState {
+    FunctionState {
+        ready: watch::Sender::new(Arc::from(Vec::new())),
+        concurrency: 1,
+    }
+}
+
+impl Backend for KubeBackend {
+    fn scale(&self, function: &FunctionKey, replicas: u32) -> Result<(), BackendError> {
+        self.scale_tx
+            .send((function.clone(), replicas))
+            .map_err(|_| BackendError::Scale {
+                function: function.clone(),
+                message: "the scaling task has stopped".into(),
+            })
+    }
+
+    fn ready_instances(
+        &self,
+        function: &FunctionKey,
+    ) -> Result<watch::Receiver<ReadyInstances>, BackendError> {
+        let receiver = {
+            let mut map = self.lock();
+            let state = map.entry(function.clone()).or_insert_with(new_state);
+            state.ready.subscribe()
+        };
+        Ok(receiver)
+    }
+}
+
+/// Patches Deployment scale in order; a newer request for the same function replaces an older
+/// one still queued, so a burst of decisions costs one API call.
+async fn apply_scale(client: Client, mut requests: mpsc::UnboundedReceiver<(FunctionKey, u32)>) {
+    let params = PatchParams::default();
+    let mut pending: Vec<(FunctionKey, u32)> = Vec::new();
+    while let Some(first) = requests.recv().await {
+        pending.push(first);
+        while let Ok(more) = requests.try_recv() {
+            pending.push(more);
+        }
+        let mut latest: BTreeMap<FunctionKey, u32> = BTreeMap::new();
+        for (key, replicas) in pending.drain(..) {
+            latest.insert(key, replicas);
+        }
+        for (key, replicas) in latest {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &key.namespace);
+            let patch = serde_json::json!({"spec": {"replicas": replicas}});
+            match api
+                .patch_scale(deployment_name(&key.name), &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => tracing::debug!(function = %key, replicas, "scaled the Deployment"),
+                Err(e) => tracing::warn!(
+                    function = %key,
+                    replicas,
+                    error = %e,
+                    "cannot scale Deployment {}/{}",
+                    key.namespace,
+                    deployment_name(&key.name)
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+
+    fn endpoint(ip: &str, pod: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec![ip.into()],
+            conditions: Some(EndpointConditions {
+                ready,
+                serving: ready,
+                terminating,
+            }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(pod.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn slice(port_name: &str, port: i32, endpoints: Vec<Endpoint>) -> EndpointSlice {
+        EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints: Some(endpoints),
+            ports: Some(vec![EndpointPort {
+                name: Some(port_name.into()),
+                port: Some(port),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_not_terminating_endpoints_on_the_invoke_port_are_instances() {
+        let a = slice(
+            INVOKE_PORT_NAME,
+            8080,
+            vec![
+                endpoint("10.244.0.7", "hello-b", Some(true), Some(false)),
+                endpoint("10.244.0.5", "hello-a", None, None),
+                endpoint("10.244.0.9", "hello-c", Some(false), None),
+                endpoint("10.244.0.11", "hello-d", Some(true), Some(true)),
+                endpoint("not-an-ip", "hello-e", Some(true), None),
+            ],
+        );
+        let other_port = slice(
+            "metrics",
+            9090,
+            vec![endpoint("10.244.0.8", "x", Some(true), None)],
+        );
+        let instances = ready_instances_from_slices([&a, &other_port], 4);
+        let got: Vec<(String, String, u32)> = instances
+            .iter()
+            .map(|i| (i.id.clone(), i.addr.to_string(), i.concurrency))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("hello-a".into(), "10.244.0.5:8080".into(), 4),
+                ("hello-b".into(), "10.244.0.7:8080".into(), 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn instances_of_several_slices_are_merged_and_concurrency_is_at_least_one() {
+        let a = slice(
+            INVOKE_PORT_NAME,
+            8080,
+            vec![endpoint("10.244.0.5", "p1", Some(true), None)],
+        );
+        let b = slice(
+            INVOKE_PORT_NAME,
+            8080,
+            vec![endpoint("fd00::5", "p2", Some(true), None)],
+        );
+        let instances = ready_instances_from_slices([&a, &b], 0);
+        assert_eq!(instances.len(), 2);
+        assert_eq!(instances[1].addr.to_string(), "[fd00::5]:8080");
+        assert!(instances.iter().all(|i| i.concurrency == 1));
+    }
+}

@@ -1,0 +1,5 @@
+//! The gateway on a Kubernetes cluster.
+pub mod backend;
+pub mod objects;
+pub mod run;
+pub mod usage_status;

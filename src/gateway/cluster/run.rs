@@ -1,0 +1,378 @@
+//! `kfaas gateway`: the data plane on a cluster. Watches Functions, Routes, Stages and
+//! UsagePlans (plus the Secrets they name) into the same table and policies `kfaas local` builds
+//! from files, finds instances in EndpointSlices, and scales Deployments from the activator's
+//! demand with the same autoscaler.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Client, Resource,
+    api::{Api, ApiResource, DynamicObject},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, mpsc},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{backend::KubeBackend, objects, usage_status};
+use crate::{
+    api::{Function, Route, Stage, UsagePlan},
+    autoscaler::{ScalingPolicy, driver::PolicySource},
+    backend::{Backend, FunctionKey},
+    gateway::{
+        access_log::AccessLog,
+        activator::Activator,
+        config::{ConfigWarning, GatewayConfig, install},
+        handler::{Gateway, Limits},
+        invoke::Invoker,
+        metrics::GatewayMetrics,
+        policy::{
+            clock::SystemClock,
+            compiled::{PolicyLimits, PolicyState},
+            jwks::HttpJwksFetcher,
+        },
+        server,
+        table::TableInput,
+    },
+};
+
+/// Options of `kfaas gateway`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Serve the objects of one namespace only (default: all).
+    pub namespace: Option<String>,
+    pub access_log: bool,
+    pub max_held_requests: u32,
+    /// How often UsagePlan `status.usage` is written (when it changed).
+    pub usage_status_interval: Duration,
+    /// How often referenced Secrets are read again (key rotation).
+    pub secret_refresh_interval: Duration,
+    /// `requestContext.apiId` in events.
+    pub api_id: String,
+}
+
+/// Why `kfaas gateway` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterGatewayError {
+    #[error("cannot reach the Kubernetes API (KUBECONFIG or the in-cluster service account): {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The watched objects, untyped so that one object the gateway cannot read is a warning and
+/// never stops the watch for the others.
+struct Stores {
+    functions: reflector::Store<DynamicObject>,
+    routes: reflector::Store<DynamicObject>,
+    stages: reflector::Store<DynamicObject>,
+    usage_plans: reflector::Store<DynamicObject>,
+    /// Poked on every watch event.
+    changed: Arc<Notify>,
+}
+
+impl Stores {
+    fn start(client: &Client, namespace: Option<&str>) -> Self {
+        let changed = Arc::new(Notify::new());
+        Self {
+            functions: watch_kind::<Function>(client, namespace, &changed),
+            routes: watch_kind::<Route>(client, namespace, &changed),
+            stages: watch_kind::<Stage>(client, namespace, &changed),
+            usage_plans: watch_kind::<UsagePlan>(client, namespace, &changed),
+            changed,
+        }
+    }
+
+    async fn wait_until_ready(&self) {
+        for store in [
+            &self.functions,
+            &self.routes,
+            &self.stages,
+            &self.usage_plans,
+        ] {
+            let _ = store.wait_until_ready().await;
+        }
+    }
+
+    /// The typed objects, and the ones that could not be read.
+    fn snapshot(&self) -> (GatewayConfig, Vec<ConfigWarning>) {
+        let (functions, mut warnings) = objects::typed("Function", &self.functions.state());
+        let (routes, w) = objects::typed("Route", &self.routes.state());
+        warnings.extend(w);
+        let (stages, w) = objects::typed("Stage", &self.stages.state());
+        warnings.extend(w);
+        let (usage_plans, w) = objects::typed("UsagePlan", &self.usage_plans.state());
+        warnings.extend(w);
+        let config = GatewayConfig {
+            table: TableInput {
+                functions,
+                routes,
+                stages,
+            },
+            usage_plans,
+            secrets: Vec::new(),
+        };
+        (config, warnings)
+    }
+}
+
+/// Starts a watch of `K` (untyped) that pokes `changed` on every event.
+fn watch_kind<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    changed: &Arc<Notify>,
+) -> reflector::Store<DynamicObject>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let changed = Arc::clone(changed);
+    let kind = resource.kind.clone();
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!(kind = %kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    store
+}
+
+/// Reads the Secrets the configuration names; a missing one is a warning (its keys are left
+/// out, as the ApiKeyStore reports).
+async fn read_secrets(
+    client: &Client,
+    names: &BTreeSet<(String, String)>,
+) -> (Vec<Secret>, Vec<ConfigWarning>) {
+    let mut secrets = Vec::new();
+    let mut warnings = Vec::new();
+    for (namespace, name) in names {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(secret)) => secrets.push(secret),
+            Ok(None) => warnings.push(ConfigWarning {
+                object: format!("Secret/{namespace}/{name}"),
+                message: "not found".into(),
+            }),
+            Err(e) => warnings.push(ConfigWarning {
+                object: format!("Secret/{namespace}/{name}"),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    (secrets, warnings)
+}
+
+/// The scaling policies of the functions in the current table.
+struct TablePolicies(Arc<Gateway>);
+
+impl PolicySource for TablePolicies {
+    fn policies(&self) -> Vec<(FunctionKey, ScalingPolicy)> {
+        self.0
+            .table
+            .load()
+            .functions()
+            .map(|f| (f.key.clone(), f.policy.clone()))
+            .collect()
+    }
+}
+
+/// Rebuilds the gateway's configuration after every change (debounced), and every
+/// `refresh` to pick up rotated Secrets. Marks the gateway ready after the first build.
+async fn rebuild_loop(
+    client: Client,
+    stores: Stores,
+    gateway: Arc<Gateway>,
+    backend: Arc<KubeBackend>,
+    ready: Arc<AtomicBool>,
+    refresh: Duration,
+    stop: CancellationToken,
+) {
+    stores.wait_until_ready().await;
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let (mut config, mut warnings) = stores.snapshot();
+        let names = objects::referenced_secrets(&config.usage_plans, &config.table.routes);
+        let (secrets, secret_warnings) = read_secrets(&client, &names).await;
+        config.secrets = secrets;
+        warnings.extend(secret_warnings);
+        warnings.extend(install(&gateway, &config));
+        backend.set_concurrency(
+            gateway
+                .table
+                .load()
+                .functions()
+                .map(|f| (f.key.clone(), f.concurrency)),
+        );
+        // Each problem is logged once while it lasts, not on every rebuild.
+        let now: BTreeSet<String> = warnings.iter().map(ToString::to_string).collect();
+        for w in now.difference(&reported) {
+            tracing::warn!("{w}");
+        }
+        reported = now;
+        if !ready.swap(true, Ordering::SeqCst) {
+            let table = gateway.table.load();
+            tracing::info!(
+                functions = config.table.functions.len(),
+                routes = config.table.routes.len(),
+                stages = table.stages().len(),
+                usage_plans = config.usage_plans.len(),
+                "kfaas gateway: configuration loaded; ready"
+            );
+        } else {
+            tracing::debug!(routes = config.table.routes.len(), "configuration rebuilt");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = stores.changed.notified() => {}
+            () = tokio::time::sleep(refresh) => {}
+        }
+        // A burst of events (a `kubectl apply -f dir/`) becomes one rebuild.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs until SIGTERM/Ctrl-C (or `shutdown`).
+pub async fn run(
+    options: ClusterOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ClusterGatewayError> {
+    let client = Client::try_default()
+        .await
+        .map_err(ClusterGatewayError::Client)?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ClusterGatewayError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    let admin = TcpListener::bind(options.admin_listen)
+        .await
+        .map_err(|source| ClusterGatewayError::Listen {
+            addr: options.admin_listen,
+            source,
+        })?;
+    let namespace = options.namespace.as_deref();
+    let kube_backend = KubeBackend::start(client.clone(), namespace);
+    let backend: Arc<dyn Backend> = kube_backend.clone();
+    let metrics = Arc::new(GatewayMetrics::new());
+    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
+    let activator = Arc::new(Activator::new(
+        Arc::clone(&backend),
+        options.max_held_requests,
+        demand_tx,
+        Arc::clone(&metrics),
+    ));
+    let gateway = Arc::new(Gateway {
+        table: ArcSwap::from_pointee(Default::default()),
+        activator: Arc::clone(&activator),
+        invoker: Invoker::new(),
+        metrics: Arc::clone(&metrics),
+        access_log: if options.access_log {
+            AccessLog::spawn(Box::new(std::io::stdout()))
+        } else {
+            AccessLog::disabled()
+        },
+        limits: Limits::default(),
+        policies: Arc::new(PolicyState::new(
+            SystemClock::shared(),
+            Arc::new(HttpJwksFetcher::new(Duration::from_secs(5))),
+            PolicyLimits::default(),
+        )),
+        api_id: options.api_id.clone(),
+        unrouted: metrics.route("", "", ""),
+    });
+    let stores = Stores::start(&client, namespace);
+    let ready = Arc::new(AtomicBool::new(false));
+    println!(
+        "kfaas gateway: serving on http://{} (admin on http://{}), watching {}",
+        server::local_addr(&listener),
+        server::local_addr(&admin),
+        namespace.map_or_else(
+            || "all namespaces".to_owned(),
+            |ns| format!("namespace {ns}")
+        )
+    );
+
+    let tasks = [
+        tokio::spawn(rebuild_loop(
+            client.clone(),
+            stores,
+            Arc::clone(&gateway),
+            kube_backend,
+            Arc::clone(&ready),
+            options.secret_refresh_interval,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::autoscaler::driver::run(
+            Arc::new(TablePolicies(Arc::clone(&gateway))),
+            Arc::clone(&activator),
+            Arc::clone(&backend),
+            Arc::clone(&metrics),
+            demand_rx,
+            Duration::from_secs(1),
+        )),
+        tokio::spawn(usage_status::run(
+            client,
+            Arc::clone(&gateway),
+            options.usage_status_interval,
+            shutdown.clone(),
+        )),
+        tokio::spawn(server::serve_admin(
+            Arc::clone(&gateway),
+            admin,
+            Arc::clone(&ready),
+            shutdown.clone(),
+        )),
+    ];
+    let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+        () = terminate => shutdown.cancel(),
+    }
+    println!("kfaas gateway: stopping");
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
