@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global tracing subscriber. `KFAAS_LOG` (or `RUST_LOG`) sets the filter.
+/// Installs the global tracing subscriber. `KFAAS_LOG` (or `RUST_LOG`) sets the filter;
+/// `KFAAS_LOG_FORMAT` (`json` or `text`) overrides the choice by terminal.
 pub fn init() {
     let filter = std::env::var("KFAAS_LOG")
         .ok()
@@ -14,7 +15,12 @@ pub fn init() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
+    let text = match std::env::var("KFAAS_LOG_FORMAT").as_deref() {
+        Ok("json") => false,
+        Ok("text") => true,
+        _ => std::io::stderr().is_terminal(),
+    };
+    let result = if text {
         builder.try_init()
     } else {
         builder.json().try_init()

@@ -1,0 +1,323 @@
+//! `kfaas gateway` on a real control plane: it reads Functions, Routes, Stages, UsagePlans and
+//! Secrets from the API server, holds the first request while it scales the function's
+//! Deployment from zero, routes to the pod the EndpointSlice lists, enforces the API key and the
+//! quota, writes each key's usage into the UsagePlan's status, and scales back to zero when idle.
+//!
+//! The function's Deployment and Service are made here by hand, as `kfaas controller` would make
+//! them (names and labels from src/workload.rs), so this test checks the gateway alone.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use k8s_openapi::api::apps::v1::Deployment;
+use kfaas_e2e::{
+    MANAGER, client, dynamic_api, ensure_crds, process::KfaasProcess, temp_namespace, wait_for,
+};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// A plain HTTP/1.0 request with headers: (status, lower-cased headers, body).
+async fn request(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Vec<(String, String)>, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut buf))
+        .await
+        .with_context(|| format!("read {addr}: timeout"))??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{addr}: not an HTTP response: {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+/// The address after `prefix` in a line like `... on http://127.0.0.1:41234 (admin on ...`.
+fn addr_after(line: &str, prefix: &str) -> Option<String> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    Some(
+        rest.chars()
+            .take_while(|c| !c.is_whitespace() && *c != ')' && *c != ',')
+            .collect(),
+    )
+}
+
+async fn apply(client: &kube::Client, ns: &str, doc: Value) {
+    let api = dynamic_api(client, ns, &doc).expect("api");
+    let name = kfaas_e2e::name_of(&doc).expect("name");
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&doc),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+async fn deployment_replicas(api: &Api<Deployment>, name: &str) -> Result<i32> {
+    Ok(api.get(name).await?.spec.replicas.unwrap_or(-1))
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports_usage() {
+    let client = client().await;
+    ensure_crds(&client).await.expect("CRDs");
+    let ns = temp_namespace(&client, "e2e-gateway")
+        .await
+        .expect("namespace");
+    let image =
+        std::env::var("KFAAS_E2E_IMAGE").unwrap_or_else(|_| "ghcr.io/kfaas/kfaas:dev".to_owned());
+    let code = std::fs::read_to_string(kfaas_e2e::repo().join("examples/hello/src/index.js"))
+        .expect("examples/hello/src/index.js");
+
+    // What the controller makes of the Function: a ConfigMap with the code, a Deployment at zero
+    // replicas, a Service whose EndpointSlices carry the function label.
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "hello-code"}, "data": {"index.js": code},
+        }),
+    )
+    .await;
+    apply(&client, &ns, json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "hello", "labels": {"kfaas.dev/function": "hello"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"kfaas.dev/function": "hello"}},
+            "template": {
+                "metadata": {"labels": {"kfaas.dev/function": "hello"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "volumes": [{"name": "code", "configMap": {"name": "hello-code"}}],
+                    "containers": [{
+                        "name": "function", "image": image, "args": ["runtime"],
+                        "env": [
+                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            {"name": "KFAAS_LISTEN", "value": "$(POD_IP):8080"},
+                            {"name": "KFAAS_RUNTIME", "value": "nodejs"},
+                            {"name": "KFAAS_HANDLER", "value": "index.handler"},
+                            {"name": "KFAAS_CODE", "value": "/var/task"},
+                            {"name": "KFAAS_FUNCTION_NAME", "value": "hello"},
+                        ],
+                        "ports": [{"name": "invoke", "containerPort": 8080}],
+                        "volumeMounts": [{"name": "code", "mountPath": "/var/task", "readOnly": true}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "invoke"}, "periodSeconds": 1},
+                    }],
+                },
+            },
+        },
+    }))
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "hello", "labels": {"kfaas.dev/function": "hello"}},
+            "spec": {
+                "selector": {"kfaas.dev/function": "hello"},
+                "ports": [{"name": "invoke", "port": 8080, "targetPort": "invoke"}],
+            },
+        }),
+    )
+    .await;
+
+    // The API: a keyed route on a stage, a plan with a quota of 3 a day, the key in a Secret.
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": "hello"},
+            "spec": {"runtime": "nodejs", "handler": "index.handler",
+                     "code": {"configMap": "hello-code"}, "timeoutSeconds": 10,
+                     "scaling": {"maxReplicas": 2, "idleTimeoutSeconds": 3}},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "prod"},
+            "spec": {"api": "shop", "basePath": "/prod"},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "hello"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/hello", "function": "hello",
+                     "auth": {"apiKeyRequired": true}},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
+            "stringData": {"apiKey": "alice-secret-value"},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan", "metadata": {"name": "basic"},
+            "spec": {"stages": [{"api": "shop", "stage": "prod"}],
+                     "quota": {"limit": 3, "period": "DAY"},
+                     "apiKeys": [{"id": "alice", "secretRef": {"name": "alice-key"}}]},
+        }),
+    )
+    .await;
+
+    let mut gateway = KfaasProcess::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--namespace",
+            &ns,
+            "--usage-status-seconds",
+            "1",
+        ],
+        &[],
+    )
+    .expect("spawn kfaas gateway");
+    let line = gateway
+        .wait_for_output("kfaas gateway: serving on", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let addr = addr_after(&line, "serving on http://").expect("gateway address");
+    let admin = addr_after(&line, "admin on http://").expect("admin address");
+    wait_for("the gateway's /readyz", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move { Ok(kfaas_e2e::http_get(&admin, "/readyz").await?.0 == 200) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+
+    // No key, a wrong key: API Gateway's 403.
+    let (status, _, body) = request(&addr, "/prod/hello", &[]).await.expect("request");
+    assert_eq!((status, body.as_str()), (403, r#"{"message":"Forbidden"}"#));
+    let (status, _, _) = request(&addr, "/prod/hello", &[("x-api-key", "wrong")])
+        .await
+        .expect("request");
+    assert_eq!(status, 403);
+
+    // The first keyed request is held while the gateway scales the Deployment from zero.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        deployment_replicas(&deployments, "hello")
+            .await
+            .expect("get"),
+        0
+    );
+    let key = [("x-api-key", "alice-secret-value")];
+    let (status, _, body) = request(&addr, "/prod/hello?name=e2e", &key)
+        .await
+        .expect("request");
+    assert_eq!(
+        status,
+        200,
+        "body: {body}\ngateway output:\n{}",
+        gateway.output()
+    );
+    let answer: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(answer["message"], "hello, e2e");
+    assert_eq!(answer["stage"], "prod");
+    assert_eq!(
+        deployment_replicas(&deployments, "hello")
+            .await
+            .expect("get"),
+        1
+    );
+
+    // Quota of 3: two more pass, the fourth is refused.
+    for _ in 0..2 {
+        let (status, _, body) = request(&addr, "/prod/hello", &key).await.expect("request");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _, body) = request(&addr, "/prod/hello", &key).await.expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (429, r#"{"message":"Limit Exceeded"}"#)
+    );
+
+    // The plan's status shows the key's use (the key id, never the key).
+    let plans = dynamic_api(
+        &client,
+        &ns,
+        &json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan"}),
+    )
+    .expect("api");
+    wait_for(
+        "UsagePlan basic status.usage",
+        Duration::from_secs(20),
+        || {
+            let plans = plans.clone();
+            async move {
+                let plan = plans.get("basic").await?;
+                let usage = plan
+                    .data
+                    .pointer("/status/usage/0")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                Ok(usage["keyId"] == "alice"
+                    && usage["limit"] == 3
+                    && usage["remaining"] == 0
+                    && usage["period"] == "DAY")
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    let plan = plans.get("basic").await.expect("plan");
+    assert!(
+        !plan.data.to_string().contains("alice-secret-value"),
+        "the key itself must never reach the status"
+    );
+
+    // Idle for longer than idleTimeoutSeconds: back to zero.
+    wait_for(
+        "Deployment hello scaled to zero",
+        Duration::from_secs(30),
+        || {
+            let deployments = deployments.clone();
+            async move { Ok(deployment_replicas(&deployments, "hello").await? == 0) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    assert!(gateway.is_running(), "gateway died:\n{}", gateway.output());
+
+    kfaas_e2e::delete_namespace(&client, &ns).await;
+}
