@@ -18,7 +18,7 @@ use super::{
     error::GatewayError,
     event::{build_v1, build_v2},
     handler::{Call, Gateway, Trace},
-    invoke::{Body, BoxError, LambdaOutcome},
+    invoke::{Body, BoxError, LambdaOutcome, UpstreamBody},
     metrics::FunctionLabels,
     response::{map_v1, map_v2},
     table::FunctionEntry,
@@ -150,10 +150,7 @@ impl Gateway {
         if declared.is_some_and(|n| n > limit) {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{}?{q}", forward.stage_path),
-            None => forward.stage_path.to_owned(),
-        };
+        let path_and_query = path_and_query(forward.stage_path, parts.uri.query())?;
         add_forwarded(&mut parts.headers, forward.peer, forward.request_id);
         let body = Limited::new(body, limit)
             .map_err(|e| -> BoxError { e })
@@ -168,7 +165,7 @@ impl Gateway {
         let response = tokio::time::timeout_at(
             deadline.into(),
             self.invoker
-                .proxy(lease.instance().addr, request, &path_and_query),
+                .proxy(lease.instance().addr, request, path_and_query),
         )
         .await
         .map_err(|_| GatewayError::IntegrationTimeout {
@@ -200,7 +197,7 @@ pin_project_lite::pin_project! {
     /// A response body that holds its instance slot until it is done.
     struct LeasedBody {
         #[pin]
-        body: Incoming,
+        body: UpstreamBody,
         _lease: Lease,
     }
 }
@@ -223,6 +220,26 @@ impl http_body::Body for LeasedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// The instance's path: the request's without the stage's base path, with the same query.
+fn path_and_query(
+    stage_path: &str,
+    query: Option<&str>,
+) -> Result<http::uri::PathAndQuery, GatewayError> {
+    let built = match query {
+        Some(q) => {
+            let mut s = String::with_capacity(stage_path.len() + 1 + q.len());
+            s.push_str(stage_path);
+            s.push('?');
+            s.push_str(q);
+            s
+        }
+        None => stage_path.to_owned(),
+    };
+    // From the owned buffer, so the bytes are not copied again.
+    http::uri::PathAndQuery::from_maybe_shared(Bytes::from(built))
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {

@@ -1,17 +1,15 @@
 //! Calling function instances: the RIE-compatible invoke endpoint of `kfaas runtime` for `lambda`
 //! functions, a streaming reverse proxy for `http` functions. Connections are pooled and kept
-//! alive.
+//! alive per instance (`super::upstream`).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, uri::PathAndQuery};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+
+pub use super::upstream::UpstreamBody;
+use super::upstream::UpstreamPool;
 
 /// Body type shared by the gateway's requests and responses.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -38,10 +36,10 @@ pub enum InvokeError {
     Read(String),
 }
 
-/// Pooled HTTP/1.1 clients to instances.
+/// Pooled HTTP/1.1 connections to instances.
 #[derive(Clone)]
 pub struct Invoker {
-    client: Client<HttpConnector, Body>,
+    pool: Arc<UpstreamPool>,
 }
 
 impl Default for Invoker {
@@ -52,14 +50,14 @@ impl Default for Invoker {
 
 impl Invoker {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Self { client }
+        Self {
+            pool: Arc::new(UpstreamPool::new(256, Duration::from_secs(5))),
+        }
+    }
+
+    /// Idle pooled connections (all instances).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 
     /// Invokes a `lambda` function instance with an event.
@@ -69,17 +67,17 @@ impl Invoker {
         request_id: &str,
         event: Bytes,
     ) -> Result<LambdaOutcome, InvokeError> {
-        let uri = format!("http://{addr}{INVOKE_PATH}");
-        let mut request = Request::post(uri)
+        let mut request = Request::post(INVOKE_PATH)
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(event))
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
+        set_host(request.headers_mut(), addr);
         if let Ok(id) = HeaderValue::from_str(request_id) {
             request.headers_mut().insert("x-kfaas-request-id", id);
         }
         let response = self
-            .client
-            .request(request)
+            .pool
+            .send(addr, request)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         let failure = failure_kind(response.headers());
@@ -100,17 +98,16 @@ impl Invoker {
         &self,
         addr: SocketAddr,
         mut request: Request<Body>,
-        path_and_query: &str,
-    ) -> Result<Response<Incoming>, InvokeError> {
-        let uri = format!("http://{addr}{path_and_query}")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| InvokeError::Connect(e.to_string()))?;
-        *request.uri_mut() = uri;
+        path_and_query: PathAndQuery,
+    ) -> Result<Response<UpstreamBody>, InvokeError> {
+        // Origin-form, as a client sends it to a server (not to a proxy).
+        *request.uri_mut() = path_and_query.into();
         *request.version_mut() = http::Version::HTTP_11;
         strip_hop_by_hop(request.headers_mut());
+        set_host(request.headers_mut(), addr);
         let mut response = self
-            .client
-            .request(request)
+            .pool
+            .send(addr, request)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         strip_hop_by_hop(response.headers_mut());
@@ -126,6 +123,15 @@ fn failure_kind(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-amz-function-error")
         .map(|_| "function".to_owned())
+}
+
+/// HTTP/1.1 requires a Host header; the client's own is kept when it sent one.
+fn set_host(headers: &mut HeaderMap, addr: SocketAddr) {
+    if !headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::try_from(addr.to_string())
+    {
+        headers.insert(header::HOST, host);
+    }
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
