@@ -3,6 +3,9 @@
 //! Deployment from zero, routes to the pod the EndpointSlice lists, enforces the API key and the
 //! quota, writes each key's usage into the UsagePlan's status, and scales back to zero when idle.
 //!
+//! It also reads JWKS for a JWT authorizer from a Secret, picks up a rotated API key, and keeps
+//! serving when a Route it cannot serve is added.
+//!
 //! The function's Deployment and Service are made here by hand, as `kfaas controller` would make
 //! them (names and labels from src/workload.rs), so this test checks the gateway alone.
 
@@ -75,6 +78,22 @@ async fn apply(client: &kube::Client, ns: &str, doc: Value) {
 
 async fn deployment_replicas(api: &Api<Deployment>, name: &str) -> Result<i32> {
     Ok(api.get(name).await?.spec.replicas.unwrap_or(-1))
+}
+
+/// An RS256 token from the key in src/gateway/policy/testdata (kid rsa-1), valid for 10 minutes.
+fn signed_token() -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let pem = std::fs::read(kfaas_e2e::repo().join("src/gateway/policy/testdata/rsa_private.pem"))
+        .expect("testdata/rsa_private.pem");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("test key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = json!({"iss": "https://issuer.example", "aud": "api://shop", "sub": "e2e",
+                        "exp": now + 600});
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
 }
 
 #[tokio::test]
@@ -180,6 +199,29 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
         &client,
         &ns,
         json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "me"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/me", "function": "hello",
+                     "auth": {"type": "jwt", "jwt": {"issuer": "https://issuer.example",
+                              "audiences": ["api://shop"], "jwksSecret": "issuer-keys"}}},
+        }),
+    )
+    .await;
+    let jwks =
+        std::fs::read_to_string(kfaas_e2e::repo().join("src/gateway/policy/testdata/jwks.json"))
+            .expect("testdata/jwks.json");
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "issuer-keys"},
+            "stringData": {"jwks.json": jwks},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
             "stringData": {"apiKey": "alice-secret-value"},
         }),
@@ -208,6 +250,8 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
             "--namespace",
             &ns,
             "--usage-status-seconds",
+            "1",
+            "--secret-refresh-seconds",
             "1",
         ],
         &[],
@@ -305,6 +349,75 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
         !plan.data.to_string().contains("alice-secret-value"),
         "the key itself must never reach the status"
     );
+
+    // JWT authorizer with its JWKS from a Secret: no token 401, a signed token passes.
+    let (status, _, body) = request(&addr, "/prod/me", &[]).await.expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"message":"Unauthorized"}"#)
+    );
+    let bearer = format!("Bearer {}", signed_token());
+    let (status, _, body) = request(&addr, "/prod/me", &[("authorization", &bearer)])
+        .await
+        .expect("request");
+    assert_eq!(status, 200, "{body}");
+
+    // A Route the gateway cannot serve (no such function) is reported; the others keep serving.
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "ghost"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/ghost", "function": "nowhere"},
+        }),
+    )
+    .await;
+    wait_for(
+        "the gateway to report Route ghost",
+        Duration::from_secs(20),
+        || {
+            let out = gateway.output();
+            async move { Ok(out.contains("nowhere")) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    let (status, _, body) = request(&addr, "/prod/me", &[("authorization", &bearer)])
+        .await
+        .expect("request");
+    assert_eq!(status, 200, "after a bad Route: {body}");
+
+    // Rotating the key in its Secret: the old value stops working, the new one is alice's (whose
+    // quota is spent, so 429 rather than 403 proves the key was recognised).
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
+            "stringData": {"apiKey": "alice-rotated-value"},
+        }),
+    )
+    .await;
+    wait_for(
+        "the rotated key to be recognised",
+        Duration::from_secs(20),
+        || {
+            let addr = addr.clone();
+            async move {
+                let (status, _, _) = request(
+                    &addr,
+                    "/prod/hello",
+                    &[("x-api-key", "alice-rotated-value")],
+                )
+                .await?;
+                Ok(status == 429)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    let (status, _, _) = request(&addr, "/prod/hello", &key).await.expect("request");
+    assert_eq!(status, 403, "the old key value must stop working");
 
     // Idle for longer than idleTimeoutSeconds: back to zero.
     wait_for(
