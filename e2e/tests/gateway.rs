@@ -419,6 +419,77 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     let (status, _, _) = request(&addr, "/prod/hello", &key).await.expect("request");
     assert_eq!(status, 403, "the old key value must stop working");
 
+    // A function whose pods cannot start (an image the node cannot run) is a 502 as soon as the
+    // pod reports why, not a wait for the integration timeout; the reason is in the access log.
+    apply(&client, &ns, json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "broken", "labels": {"kfaas.dev/function": "broken"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"kfaas.dev/function": "broken"}},
+            "template": {
+                "metadata": {"labels": {"kfaas.dev/function": "broken"}},
+                "spec": {"containers": [{"name": "function", "image": "kfaas.dev/no-such-image",
+                                         "ports": [{"name": "invoke", "containerPort": 8080}]}]},
+            },
+        },
+    }))
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": "broken"},
+            "spec": {"image": "kfaas.dev/no-such-image", "timeoutSeconds": 30},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "broken"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/broken", "function": "broken"},
+        }),
+    )
+    .await;
+    wait_for("Route broken to be served", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { Ok(request(&addr, "/prod/nothing-here", &[]).await?.0 == 404) }
+    })
+    .await
+    .expect("gateway answers");
+    let mut answered = None;
+    for _ in 0..40 {
+        let started = std::time::Instant::now();
+        let (status, _, body) = request(&addr, "/prod/broken", &[]).await.expect("request");
+        if status != 404 {
+            answered = Some((status, body, started.elapsed()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, body, took) = answered.expect("Route broken never served");
+    assert_eq!(
+        (status, body.as_str()),
+        (502, r#"{"message":"Internal server error"}"#)
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "a function that cannot start must fail fast, not after its timeout: {took:?}"
+    );
+    // The access log is written off the request path: wait for its line.
+    wait_for(
+        "the access log to name the reason",
+        Duration::from_secs(5),
+        || {
+            let out = gateway.output();
+            async move { Ok(out.contains("cannot start an instance: pod broken-")) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+
     // Idle for longer than idleTimeoutSeconds: back to zero.
     wait_for(
         "Deployment hello scaled to zero",

@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod, discovery::v1::EndpointSlice};
 use kube::{
     Client,
     api::{Api, Patch, PatchParams},
@@ -91,6 +91,8 @@ struct FunctionState {
 pub struct KubeBackend {
     functions: Mutex<HashMap<FunctionKey, FunctionState>>,
     slices: reflector::Store<EndpointSlice>,
+    /// The functions' pods, read only to tell why instances cannot start.
+    pods: reflector::Store<Pod>,
     scale_tx: mpsc::UnboundedSender<(FunctionKey, u32)>,
 }
 
@@ -106,6 +108,7 @@ impl KubeBackend {
         let backend = Arc::new(Self {
             functions: Mutex::new(HashMap::new()),
             slices: store,
+            pods: watch_pods(client.clone(), namespace),
             scale_tx,
         });
         let config = watcher::Config::default().labels(FUNCTION_LABEL);
@@ -214,6 +217,46 @@ impl Backend for KubeBackend {
         };
         Ok(receiver)
     }
+
+    fn start_failure(&self, function: &FunctionKey) -> Option<String> {
+        let pods = self.pods.state_filter(|pod| {
+            pod.metadata.namespace.as_deref() == Some(function.namespace.as_str())
+                && pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(FUNCTION_LABEL))
+                    .is_some_and(|name| *name == function.name)
+        });
+        super::pods::start_failure(pods.iter().map(Arc::as_ref))
+    }
+}
+
+/// A store of the pods that carry the function label, kept by a background watch.
+fn watch_pods(client: Client, namespace: Option<&str>) -> reflector::Store<Pod> {
+    let api: Api<Pod> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (store, writer) = reflector::store();
+    // Only what start_failure reads is kept: names, labels, deletion and container states.
+    let stream = watcher(api, watcher::Config::default().labels(FUNCTION_LABEL))
+        .default_backoff()
+        .modify(|pod| {
+            pod.spec = None;
+            pod.metadata.managed_fields = None;
+            pod.metadata.annotations = None;
+        })
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut events = stream.boxed();
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching Pods");
+            }
+        }
+    });
+    store
 }
 
 /// Patches Deployment scale in order; a newer request for the same function replaces an older

@@ -1,5 +1,6 @@
 //! The gateway on a Kubernetes cluster.
 pub mod backend;
 pub mod objects;
+pub mod pods;
 pub mod run;
 pub mod usage_status;
