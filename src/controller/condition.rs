@@ -65,6 +65,18 @@ pub fn with_ready(
     out
 }
 
+/// Whether `readiness` says something other than the `Ready` condition in `existing`: a
+/// failure is announced (event, warning) once, not on every reconcile that meets it again.
+pub fn ready_changed(existing: &[Condition], readiness: &Readiness) -> bool {
+    let status = if readiness.ready { "True" } else { "False" };
+    !existing.iter().any(|c| {
+        c.type_ == READY
+            && c.status == status
+            && c.reason == readiness.reason
+            && c.message == readiness.message
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +122,21 @@ mod tests {
         assert_eq!(flipped[0].reason, "Broken");
         assert_eq!(flipped[0].last_transition_time, Time(at(300)));
         assert_eq!(flipped[1], other);
+    }
+
+    #[test]
+    fn only_a_different_outcome_counts_as_a_change() {
+        let broken = Readiness::not_ready("Broken", "no");
+        assert!(ready_changed(&[], &broken));
+        let conditions = with_ready(&[], &broken, None, at(1));
+        assert!(!ready_changed(&conditions, &broken));
+        assert!(ready_changed(
+            &conditions,
+            &Readiness::not_ready("Broken", "other")
+        ));
+        assert!(ready_changed(
+            &conditions,
+            &Readiness::ready("Broken", "no")
+        ));
     }
 }

@@ -234,6 +234,10 @@ async fn drain<K, E1, E2>(
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(kind, object = %obj, "reconciled"),
+                // Events of owned objects after their owner is gone: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(kind, object = %obj, "gone before its reconcile")
+                }
                 Err(e) => tracing::warn!(kind, error = %e, "reconcile error"),
             }
         })

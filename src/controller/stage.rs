@@ -267,7 +267,8 @@ pub async fn reconcile(stage: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, E
     match exposed {
         None => Ok(Action::requeue(Duration::from_secs(600))),
         Some(error) => {
-            report_failure(&ctx, stage.as_ref(), &error).await;
+            let previous = stage.status.as_ref().map(|s| s.conditions.as_slice());
+            report_failure(&ctx, stage.as_ref(), previous.unwrap_or_default(), &error).await;
             Err(error)
         }
     }

@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -9,7 +10,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{Context, FIELD_MANAGER, error::Error};
+use super::{Context, FIELD_MANAGER, condition::ready_changed, error::Error};
 
 /// Server-side applies `status` (a JSON object holding only the fields kfaas owns) to the
 /// object's status subresource. Fields other managers own there (the gateway's usage counts)
@@ -36,12 +37,17 @@ where
     Ok(())
 }
 
-/// Publishes a Warning event on `obj` for a failed reconcile; a failure to publish is logged,
-/// never returned (the status already carries the reason).
-pub async fn report_failure<K>(ctx: &Context, obj: &K, error: &Error)
+/// Publishes a Warning event on `obj` for a failed reconcile, unless its `Ready` condition
+/// (`previous`) already tells this failure; a failure to publish is logged, never returned
+/// (the status carries the reason).
+pub async fn report_failure<K>(ctx: &Context, obj: &K, previous: &[Condition], error: &Error)
 where
     K: Resource<DynamicType = ()>,
 {
+    if !ready_changed(previous, &error.readiness()) {
+        tracing::debug!(name = %obj.name_any(), reason = error.reason(), "still failing");
+        return;
+    }
     tracing::warn!(
         kind = %K::kind(&()),
         namespace = obj.namespace().unwrap_or_default(),

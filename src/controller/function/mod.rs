@@ -99,7 +99,14 @@ pub async fn reconcile(function: Arc<Function>, ctx: Arc<Context>) -> Result<Act
     match outcome {
         Ok(_) => Ok(Action::requeue(Duration::from_secs(300))),
         Err(error) => {
-            report_failure(&ctx, function.as_ref(), &error).await;
+            let previous = function.status.as_ref().map(|s| s.conditions.as_slice());
+            report_failure(
+                &ctx,
+                function.as_ref(),
+                previous.unwrap_or_default(),
+                &error,
+            )
+            .await;
             if error.is_user_error() {
                 // A referenced ConfigMap may appear without the Function changing.
                 Ok(Action::requeue(Duration::from_secs(30)))

@@ -1,0 +1,544 @@
+//! `kfaas controller` on a real control plane: a Function becomes a Deployment, Service and
+//! code ConfigMap owned by it; the instance the Deployment runs answers invocations; status,
+//! pins, rollouts and garbage collection behave as Kubernetes users expect; Routes, Stages and
+//! UsagePlans get their conditions.
+//!
+//! Each test runs its own controller, limited to the test's namespace and holding a Lease
+//! there, so the tests run in parallel without electing each other out.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Pod, Secret, Service},
+};
+use kfaas_e2e::{
+    MANAGER, api_resource, client, delete_namespace, ensure_crds, http_request,
+    process::KfaasProcess, temp_namespace, wait_for,
+};
+use kube::{
+    Client,
+    api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+const INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
+
+/// Starts `kfaas controller` for one namespace and waits until it leads.
+fn start_controller(ns: &str, extra: &[&str]) -> KfaasProcess {
+    let mut args = vec![
+        "controller",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--identity",
+        "e2e-controller",
+    ];
+    args.extend_from_slice(extra);
+    let mut controller = KfaasProcess::spawn(
+        &format!("controller-{ns}"),
+        &args,
+        &[("KFAAS_LOG", "info,kube=warn")],
+    )
+    .expect("spawn kfaas controller");
+    controller
+        .wait_for_output(
+            "kfaas controller: watching namespace",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    controller
+        .wait_for_output("leading", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    controller
+}
+
+async fn setup(prefix: &str) -> (Client, String) {
+    let client = client().await;
+    ensure_crds(&client).await.expect("CRDs");
+    let ns = temp_namespace(&client, prefix).await.expect("namespace");
+    (client, ns)
+}
+
+/// Server-side applies an untyped object (kfaas kinds included) in `ns`.
+async fn apply(client: &Client, ns: &str, doc: &Value) -> DynamicObject {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &api_resource(doc).expect("apiVersion and kind"),
+    );
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .expect("name");
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(doc),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+fn kfaas_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let doc = json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": kind});
+    Api::namespaced_with(client.clone(), ns, &api_resource(&doc).expect("resource"))
+}
+
+/// The `Ready` condition of a kfaas object as (status, reason, message).
+fn ready_condition(obj: &DynamicObject) -> Option<(String, String, String)> {
+    let conditions = obj.data.pointer("/status/conditions")?.as_array()?;
+    let ready = conditions
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))?;
+    let field = |k: &str| {
+        ready
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some((field("status"), field("reason"), field("message")))
+}
+
+/// Waits until the kfaas object's `Ready` condition has `status` and `reason`; returns it.
+async fn wait_ready(
+    api: &Api<DynamicObject>,
+    name: &str,
+    status: &str,
+    reason: &str,
+    controller: &KfaasProcess,
+) -> (String, String, String) {
+    let seen = std::sync::Mutex::new(None);
+    wait_for(
+        &format!("{name} Ready={status} reason {reason}"),
+        Duration::from_secs(60),
+        || async {
+            let obj = api.get(name).await?;
+            let cond = ready_condition(&obj);
+            let done = cond
+                .as_ref()
+                .is_some_and(|(s, r, _)| s == status && r == reason);
+            *seen.lock().expect("lock") = Some((cond, obj.data.get("status").cloned()));
+            Ok(done)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nlast seen: {:?}\ncontroller output:\n{}",
+            seen.lock().expect("lock"),
+            controller.output()
+        )
+    });
+    let last = seen.lock().expect("lock").take();
+    last.and_then(|(c, _)| c).expect("condition")
+}
+
+fn hello_code() -> String {
+    std::fs::read_to_string(kfaas_e2e::repo().join("examples/hello/src/index.js"))
+        .expect("examples/hello/src/index.js")
+}
+
+fn hello_function(env: Value) -> Value {
+    json!({
+        "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "runtime": "nodejs",
+            "handler": "index.handler",
+            "code": {"inline": {"index.js": hello_code()}},
+            "timeoutSeconds": 10,
+            "environment": env,
+        },
+    })
+}
+
+/// The env value of the function container of a Deployment.
+fn deployment_env(d: &Deployment, name: &str) -> Option<String> {
+    d.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "function")?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+/// Ready pods of the function as (name, IP).
+async fn ready_pods(pods: &Api<Pod>, function: &str) -> Result<Vec<(String, String)>> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("kfaas.dev/function={function}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            Some((p.metadata.name?, ip))
+        })
+        .collect())
+}
+
+fn is_owned_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    uid: &str,
+) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|o| o.uid == uid && o.kind == "Function" && o.controller == Some(true))
+    })
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn controller_runs_an_inline_nodejs_function_that_answers() {
+    let (client, ns) = setup("e2e-ctrl-fn").await;
+    let controller = start_controller(&ns, &[]);
+    let functions = kfaas_api(&client, &ns, "Function");
+    let created = apply(&client, &ns, &hello_function(json!({}))).await;
+    let uid = created.metadata.uid.clone().expect("uid");
+
+    // The objects appear, owned by the Function, labelled for the gateway.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    wait_for("Deployment hello", Duration::from_secs(30), || async {
+        Ok(deployments.get_opt("hello").await?.is_some())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    let d = deployments.get("hello").await.expect("deployment");
+    assert!(
+        is_owned_by(&d.metadata, &uid),
+        "{:?}",
+        d.metadata.owner_references
+    );
+    assert_eq!(d.spec.replicas, Some(0), "scales from zero");
+    let svc = services.get("hello").await.expect("service");
+    assert!(is_owned_by(&svc.metadata, &uid));
+    let port = &svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .expect("ports")[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("invoke"), 8080));
+    assert_eq!(
+        svc.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kfaas.dev/function"))
+            .map(String::as_str),
+        Some("hello")
+    );
+    let cm = config_maps.get("hello-code").await.expect("code ConfigMap");
+    assert!(is_owned_by(&cm.metadata, &uid));
+    assert_eq!(
+        cm.data.as_ref().and_then(|d| d.get("index.js")),
+        Some(&hello_code())
+    );
+    let (_, reason, _) = wait_ready(&functions, "hello", "True", "ScaledToZero", &controller).await;
+    assert_eq!(reason, "ScaledToZero");
+
+    // Scaled as the gateway does it (the Deployment's scale subresource): one instance that
+    // becomes ready, which the Function's status shows.
+    deployments
+        .patch_scale(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scale to 1");
+    wait_ready(&functions, "hello", "True", "InstancesReady", &controller).await;
+    let f = functions.get("hello").await.expect("function");
+    let status = f.data.get("status").expect("status");
+    assert_eq!(status.get("readyReplicas"), Some(&json!(1)), "{status}");
+    assert_eq!(status.get("replicas"), Some(&json!(1)), "{status}");
+    assert_eq!(
+        status.get("selector"),
+        Some(&json!("kfaas.dev/function=hello"))
+    );
+    assert_eq!(
+        status.get("url"),
+        Some(&json!(format!("http://hello.{ns}.svc:8080{INVOKE_PATH}")))
+    );
+
+    // The instance answers an invocation with the handler's result.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let first = ready_pods(&pods, "hello").await.expect("pods");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (first_pod, ip) = first[0].clone();
+    let (code, body) = http_request("POST", &format!("{ip}:8080"), INVOKE_PATH, Some(&json!({})))
+        .await
+        .expect("invoke");
+    assert_eq!(code, 200, "{body}");
+    let result: Value = serde_json::from_str(&body).expect("JSON result");
+    assert_eq!(result.get("statusCode"), Some(&json!(200)), "{body}");
+    let inner: Value =
+        serde_json::from_str(result["body"].as_str().expect("body string")).expect("handler body");
+    assert_eq!(inner["message"], json!("hello, world"), "{body}");
+
+    // Changing the environment rolls out new pods; the scale the "autoscaler" set stays.
+    apply(&client, &ns, &hello_function(json!({"GREETING": "hi"}))).await;
+    wait_for(
+        "the new env in the Deployment",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("hello").await?;
+            Ok(deployment_env(&d, "KFAAS_ENV").as_deref() == Some("GREETING=hi"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    wait_for("a new ready pod", Duration::from_secs(60), || async {
+        let ready = ready_pods(&pods, "hello").await?;
+        Ok(ready.len() == 1 && ready[0].0 != first_pod)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    let d = deployments.get("hello").await.expect("deployment");
+    assert_eq!(
+        d.spec.replicas,
+        Some(1),
+        "an apply must not revert the scale"
+    );
+
+    // Deleting the Function takes its objects with it (garbage collection by owner).
+    functions
+        .delete("hello", &DeleteParams::foreground())
+        .await
+        .expect("delete function");
+    wait_for(
+        "Deployment hello deleted",
+        Duration::from_secs(60),
+        || async {
+            Ok(deployments.get_opt("hello").await?.is_none()
+                && services.get_opt("hello").await?.is_none()
+                && config_maps.get_opt("hello-code").await?.is_none())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    drop(controller);
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn controller_refuses_code_path_and_pins_replicas() {
+    let (client, ns) = setup("e2e-ctrl-pin").await;
+    let controller = start_controller(&ns, &[]);
+    let functions = kfaas_api(&client, &ns, "Function");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function",
+            "metadata": {"name": "local-only"},
+            "spec": {"runtime": "nodejs", "handler": "index.handler", "code": {"path": "./src"}},
+        }),
+    )
+    .await;
+    let (_, _, message) = wait_ready(
+        &functions,
+        "local-only",
+        "False",
+        "CodePathNotSupported",
+        &controller,
+    )
+    .await;
+    assert!(
+        message.contains("code.inline") && message.contains("code.configMap"),
+        "{message}"
+    );
+    assert!(
+        deployments
+            .get_opt("local-only")
+            .await
+            .expect("get")
+            .is_none(),
+        "no Deployment for code the pods cannot read"
+    );
+    // The failure is also an Event on the Function, and the controller leads through a Lease.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "a CodePathNotSupported event",
+        Duration::from_secs(30),
+        || async {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("CodePathNotSupported")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some("local-only")
+                }))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), &ns)
+        .get("kfaas-controller")
+        .await
+        .expect("the controller's Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("e2e-controller")
+    );
+
+    // A pin (spec.replicas) sets the Deployment's count, also when the Deployment exists.
+    let mut pinned = hello_function(json!({}));
+    pinned["metadata"]["name"] = json!("pinned");
+    pinned["spec"]["replicas"] = json!(2);
+    apply(&client, &ns, &pinned).await;
+    let replicas = |want: i32| {
+        let deployments = deployments.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                deployments
+                    .get_opt("pinned")
+                    .await?
+                    .and_then(|d| d.spec.replicas)
+                    == Some(want),
+            )
+        }
+    };
+    wait_for("Deployment pinned at 2", Duration::from_secs(30), || {
+        replicas(2)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    // `kubectl scale fn pinned --replicas 0` goes through the Function's scale subresource.
+    functions
+        .patch_scale(
+            "pinned",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .expect("scale the Function");
+    wait_for("Deployment pinned at 0", Duration::from_secs(30), || {
+        replicas(0)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    drop(controller);
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn controller_reports_routes_stages_and_usage_plans() {
+    let (client, ns) = setup("e2e-ctrl-api").await;
+    let gateway = format!("{ns}/kfaas-gateway");
+    let controller = start_controller(&ns, &["--gateway-service", &gateway]);
+    let routes = kfaas_api(&client, &ns, "Route");
+    let stages = kfaas_api(&client, &ns, "Stage");
+    let plans = kfaas_api(&client, &ns, "UsagePlan");
+
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": "orders"},
+            "spec": {"api": "shop", "path": "/orders", "function": "orders"},
+        }),
+    )
+    .await;
+    let (_, _, message) =
+        wait_ready(&routes, "orders", "False", "FunctionNotFound", &controller).await;
+    assert!(message.contains("\"orders\""), "{message}");
+
+    // The function appearing makes the route ready (the Function watch triggers it).
+    let mut orders = hello_function(json!({}));
+    orders["metadata"]["name"] = json!("orders");
+    apply(&client, &ns, &orders).await;
+    wait_ready(&routes, "orders", "True", "FunctionsFound", &controller).await;
+
+    // A stage counts the routes of its API and gets an Ingress for its host.
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage",
+            "metadata": {"name": "prod"},
+            "spec": {"api": "shop", "host": "shop.example.com", "basePath": "/v1"},
+        }),
+    )
+    .await;
+    wait_ready(&stages, "prod", "True", "Serving", &controller).await;
+    let stage = stages.get("prod").await.expect("stage");
+    assert_eq!(stage.data.pointer("/status/routes"), Some(&json!(1)));
+    assert_eq!(
+        stage.data.pointer("/status/url"),
+        Some(&json!("http://shop.example.com/v1/"))
+    );
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), &ns);
+    let ingress = ingresses.get("prod").await.expect("Ingress prod");
+    let rule = &ingress.spec.and_then(|s| s.rules).expect("rules")[0];
+    assert_eq!(rule.host.as_deref(), Some("shop.example.com"));
+    let backend = rule.http.as_ref().expect("http").paths[0]
+        .backend
+        .service
+        .clone()
+        .expect("service backend");
+    assert_eq!(backend.name, "kfaas-gateway");
+
+    // A usage plan names the Secret it cannot find; keys counts those it can.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            "alice",
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice"},
+                "stringData": {"apiKey": "alice-secret-key-0123456789"},
+            })),
+        )
+        .await
+        .expect("secret");
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan",
+            "metadata": {"name": "gold"},
+            "spec": {
+                "stages": [{"api": "shop", "stage": "prod"}],
+                "apiKeys": [
+                    {"id": "alice", "secretRef": {"name": "alice"}},
+                    {"id": "bob", "secretRef": {"name": "bob"}},
+                ],
+            },
+        }),
+    )
+    .await;
+    let (_, _, message) = wait_ready(&plans, "gold", "False", "SecretNotFound", &controller).await;
+    assert!(message.contains("Secret bob not found"), "{message}");
+    let plan = plans.get("gold").await.expect("plan");
+    assert_eq!(plan.data.pointer("/status/keys"), Some(&json!(1)));
+    drop(controller);
+    delete_namespace(&client, &ns).await;
+}
