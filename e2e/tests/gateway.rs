@@ -96,21 +96,15 @@ fn signed_token() -> String {
     jsonwebtoken::encode(&header, &claims, &key).expect("sign")
 }
 
-#[tokio::test]
-#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
-async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports_usage() {
-    let client = client().await;
-    ensure_crds(&client).await.expect("CRDs");
-    let ns = temp_namespace(&client, "e2e-gateway")
-        .await
-        .expect("namespace");
+/// The hello function as `kfaas controller` would make it: a ConfigMap with the code, a
+/// Deployment at zero replicas, a Service whose EndpointSlices carry the function label; and the
+/// Function itself (idle timeout 3 s).
+async fn hello_function(client: &kube::Client, ns: &str) {
+    let (client, ns) = (client.clone(), ns.to_owned());
     let image =
         std::env::var("KFAAS_E2E_IMAGE").unwrap_or_else(|_| "ghcr.io/kfaas/kfaas:dev".to_owned());
     let code = std::fs::read_to_string(kfaas_e2e::repo().join("examples/hello/src/index.js"))
         .expect("examples/hello/src/index.js");
-
-    // What the controller makes of the Function: a ConfigMap with the code, a Deployment at zero
-    // replicas, a Service whose EndpointSlices carry the function label.
     apply(
         &client,
         &ns,
@@ -164,7 +158,6 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     )
     .await;
 
-    // The API: a keyed route on a stage, a plan with a quota of 3 a day, the key in a Secret.
     apply(
         &client,
         &ns,
@@ -176,6 +169,52 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
         }),
     )
     .await;
+}
+
+/// Starts `kfaas gateway` for `ns` on free ports and waits until it is ready. Returns the
+/// process and its address.
+fn start_gateway(ns: &str, id: &str) -> (KfaasProcess, String) {
+    let mut gateway = KfaasProcess::spawn(
+        id,
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--namespace",
+            ns,
+            "--usage-status-seconds",
+            "1",
+            "--secret-refresh-seconds",
+            "1",
+            "--gateway-id",
+            id,
+        ],
+        &[],
+    )
+    .expect("spawn kfaas gateway");
+    let line = gateway
+        .wait_for_output("kfaas gateway: serving on", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let addr = addr_after(&line, "serving on http://").expect("gateway address");
+    gateway
+        .wait_for_output("configuration loaded; ready", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (gateway, addr)
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports_usage() {
+    let client = client().await;
+    ensure_crds(&client).await.expect("CRDs");
+    let ns = temp_namespace(&client, "e2e-gateway")
+        .await
+        .expect("namespace");
+    hello_function(&client, &ns).await;
+
+    // The API: a keyed route on a stage, a plan with a quota of 3 a day, the key in a Secret.
     apply(
         &client,
         &ns,
@@ -239,35 +278,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     )
     .await;
 
-    let mut gateway = KfaasProcess::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--namespace",
-            &ns,
-            "--usage-status-seconds",
-            "1",
-            "--secret-refresh-seconds",
-            "1",
-        ],
-        &[],
-    )
-    .expect("spawn kfaas gateway");
-    let line = gateway
-        .wait_for_output("kfaas gateway: serving on", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let addr = addr_after(&line, "serving on http://").expect("gateway address");
-    let admin = addr_after(&line, "admin on http://").expect("admin address");
-    wait_for("the gateway's /readyz", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move { Ok(kfaas_e2e::http_get(&admin, "/readyz").await?.0 == 200) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    let (mut gateway, addr) = start_gateway(&ns, "gw-main");
 
     // No key, a wrong key: API Gateway's 403.
     let (status, _, body) = request(&addr, "/prod/hello", &[]).await.expect("request");
@@ -503,5 +514,99 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
     assert!(gateway.is_running(), "gateway died:\n{}", gateway.output());
 
+    kfaas_e2e::delete_namespace(&client, &ns).await;
+}
+
+/// Two gateway replicas scale the same Deployment: one serving traffic, one idle. The idle one
+/// must never scale away the instance the busy one uses (each records its wish on the
+/// Deployment and the largest fresh wish wins); when the busy one goes idle too, zero.
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn an_idle_gateway_replica_does_not_scale_away_what_another_serves() {
+    let client = client().await;
+    ensure_crds(&client).await.expect("CRDs");
+    let ns = temp_namespace(&client, "e2e-gateways")
+        .await
+        .expect("namespace");
+    hello_function(&client, &ns).await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "prod"},
+            "spec": {"api": "shop", "basePath": "/prod"},
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "open"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/hello", "function": "hello"},
+        }),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    let (busy, busy_addr) = start_gateway(&ns, "gw-busy");
+    let (status, _, body) = request(&busy_addr, "/prod/hello", &[])
+        .await
+        .expect("request");
+    assert_eq!(status, 200, "{body}\n{}", busy.output());
+    let annotations = deployments
+        .get("hello")
+        .await
+        .expect("get")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key("demand.kfaas.dev/gw-busy"),
+        "the busy gateway records its wish: {annotations:?}"
+    );
+
+    // The second replica starts now, sees no traffic, and wants zero.
+    let (mut idle, _) = start_gateway(&ns, "gw-idle");
+    idle.wait_for_output("scaling", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // Traffic through the busy one for twice the idle timeout: the instance stays.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let (status, _, body) = request(&busy_addr, "/prod/hello", &[])
+            .await
+            .expect("request");
+        assert_eq!(status, 200, "{body}");
+        let replicas = deployment_replicas(&deployments, "hello")
+            .await
+            .expect("get");
+        assert!(
+            replicas >= 1,
+            "the idle gateway scaled away the busy one's instance\nidle:\n{}",
+            idle.output()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Both idle: zero, and the busy one's wish is gone.
+    wait_for("Deployment hello at zero", Duration::from_secs(30), || {
+        let deployments = deployments.clone();
+        async move { Ok(deployment_replicas(&deployments, "hello").await? == 0) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", busy.output()));
+    let annotations = deployments
+        .get("hello")
+        .await
+        .expect("get")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations
+            .keys()
+            .any(|k| k.starts_with("demand.kfaas.dev/")),
+        "no wish left at zero: {annotations:?}"
+    );
     kfaas_e2e::delete_namespace(&client, &ns).await;
 }

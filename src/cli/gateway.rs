@@ -32,6 +32,10 @@ pub struct Args {
     /// The `requestContext.apiId` functions see.
     #[arg(long, env = "KFAAS_API_ID", default_value = "kfaas")]
     api_id: String,
+    /// Names this replica among the gateway replicas sharing demand (default: the host name,
+    /// which is the pod name on Kubernetes).
+    #[arg(long, env = "KFAAS_GATEWAY_ID")]
+    gateway_id: Option<String>,
     /// Threads serving requests (default: one per core).
     #[arg(long, env = "KFAAS_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -48,6 +52,7 @@ pub fn run(args: Args) -> ExitCode {
         usage_status_interval: Duration::from_secs(args.usage_status_seconds.max(1)),
         secret_refresh_interval: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         api_id: args.api_id,
+        gateway_id: args.gateway_id.unwrap_or_else(default_gateway_id),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -68,4 +73,18 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The host name (the pod name in a cluster), else `gateway-<pid>`.
+fn default_gateway_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| format!("gateway-{}", std::process::id()))
 }

@@ -1,5 +1,6 @@
 //! The Kubernetes backend: a Function's ready instances are the ready endpoints of its Service's
-//! EndpointSlices (port named `invoke`), and scaling patches its Deployment's `scale`.
+//! EndpointSlices (port named `invoke`), and scaling writes its Deployment's replicas, shared
+//! with the other gateway replicas through [`shared_demand`].
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
+    gateway::cluster::shared_demand,
     workload::{FUNCTION_LABEL, INVOKE_PORT_NAME, deployment_name},
 };
 
@@ -98,7 +100,8 @@ pub struct KubeBackend {
 
 impl KubeBackend {
     /// Starts watching EndpointSlices (in `namespace`, or all) and a task that applies scale.
-    pub fn start(client: Client, namespace: Option<&str>) -> Arc<Self> {
+    /// `gateway_id` names this gateway among its replicas (its pod name).
+    pub fn start(client: Client, namespace: Option<&str>, gateway_id: &str) -> Arc<Self> {
         let slices_api: Api<EndpointSlice> = match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -134,7 +137,12 @@ impl KubeBackend {
                 }
             }
         });
-        tokio::spawn(apply_scale(client, scale_rx));
+        tokio::spawn(apply_scale(
+            client,
+            namespace.map(str::to_owned),
+            gateway_id.to_owned(),
+            scale_rx,
+        ));
         backend
     }
 
@@ -259,39 +267,152 @@ fn watch_pods(client: Client, namespace: Option<&str>) -> reflector::Store<Pod> 
     store
 }
 
-/// Patches Deployment scale in order; a newer request for the same function replaces an older
-/// one still queued, so a burst of decisions costs one API call.
-async fn apply_scale(client: Client, mut requests: mpsc::UnboundedReceiver<(FunctionKey, u32)>) {
-    let params = PatchParams::default();
-    let mut pending: Vec<(FunctionKey, u32)> = Vec::new();
-    while let Some(first) = requests.recv().await {
-        pending.push(first);
-        while let Ok(more) = requests.try_recv() {
-            pending.push(more);
-        }
-        let mut latest: BTreeMap<FunctionKey, u32> = BTreeMap::new();
-        for (key, replicas) in pending.drain(..) {
-            latest.insert(key, replicas);
-        }
-        for (key, replicas) in latest {
+/// Applies this gateway's wishes: at once when one changes, and every few seconds to keep a
+/// non-zero wish fresh and to honour other gateways' changes (see [`shared_demand`]).
+async fn apply_scale(
+    client: Client,
+    namespace: Option<String>,
+    gateway_id: String,
+    mut requests: mpsc::UnboundedReceiver<(FunctionKey, u32)>,
+) {
+    let deployments = watch_deployments(client.clone(), namespace.as_deref());
+    let mut wishes: BTreeMap<FunctionKey, u32> = BTreeMap::new();
+    let mut refresh = tokio::time::interval(shared_demand::REFRESH_EVERY / 2);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let changed: Vec<FunctionKey> = tokio::select! {
+            request = requests.recv() => {
+                let Some((key, replicas)) = request else { return };
+                wishes.insert(key.clone(), replicas);
+                // A burst of decisions becomes one write per function.
+                let mut keys = vec![key];
+                while let Ok((key, replicas)) = requests.try_recv() {
+                    wishes.insert(key.clone(), replicas);
+                    keys.push(key);
+                }
+                keys.sort();
+                keys.dedup();
+                keys
+            }
+            // Periodically, only where the cached Deployment says a write is due: no API call
+            // per function per tick.
+            _ = refresh.tick() => wishes
+                .iter()
+                .filter(|(key, desired)| write_due(&deployments, &gateway_id, key, **desired))
+                .map(|(key, _)| key.clone())
+                .collect(),
+        };
+        for key in changed {
+            let Some(&desired) = wishes.get(&key) else {
+                continue;
+            };
             let api: Api<Deployment> = Api::namespaced(client.clone(), &key.namespace);
-            let patch = serde_json::json!({"spec": {"replicas": replicas}});
-            match api
-                .patch_scale(deployment_name(&key.name), &params, &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => tracing::debug!(function = %key, replicas, "scaled the Deployment"),
+            let name = deployment_name(&key.name);
+            match write_wish(&api, name, &gateway_id, desired).await {
+                Ok(Some(replicas)) => {
+                    tracing::debug!(function = %key, desired, replicas, "Deployment scale written");
+                }
+                Ok(None) => {}
                 Err(e) => tracing::warn!(
                     function = %key,
-                    replicas,
+                    desired,
                     error = %e,
-                    "cannot scale Deployment {}/{}",
-                    key.namespace,
-                    deployment_name(&key.name)
+                    "cannot scale Deployment {}/{name}",
+                    key.namespace
                 ),
             }
         }
     }
+}
+
+/// Whether the cached Deployment of `key` needs a write for this gateway's wish.
+fn write_due(
+    deployments: &reflector::Store<Deployment>,
+    gateway_id: &str,
+    key: &FunctionKey,
+    desired: u32,
+) -> bool {
+    let Some(deployment) = deployments.find(|d| {
+        d.metadata.namespace.as_deref() == Some(key.namespace.as_str())
+            && d.metadata.name.as_deref() == Some(deployment_name(&key.name))
+    }) else {
+        return false;
+    };
+    let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+    let current = deployment.spec.replicas.and_then(|r| u32::try_from(r).ok());
+    shared_demand::plan_write(gateway_id, desired, &annotations, current, unix_now()).is_some()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A store of the functions' Deployments (replicas and annotations only), kept by a watch.
+fn watch_deployments(client: Client, namespace: Option<&str>) -> reflector::Store<Deployment> {
+    let api: Api<Deployment> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().labels(FUNCTION_LABEL))
+        .default_backoff()
+        .modify(|deployment| {
+            deployment.spec.template = Default::default();
+            deployment.metadata.managed_fields = None;
+            deployment.status = None;
+        })
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut events = stream.boxed();
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching Deployments");
+            }
+        }
+    });
+    store
+}
+
+/// Records `desired` for this gateway on the Deployment and sets its replicas to the largest
+/// fresh wish. Optimistic: the patch carries the resourceVersion read, and a conflict (another
+/// gateway wrote in between) is read and decided again. Returns the replicas written, if any.
+async fn write_wish(
+    api: &Api<Deployment>,
+    name: &str,
+    gateway_id: &str,
+    desired: u32,
+) -> Result<Option<u32>, kube::Error> {
+    let params = PatchParams {
+        field_manager: Some("kfaas-gateway".into()),
+        ..PatchParams::default()
+    };
+    for _ in 0..5 {
+        let Some(deployment) = api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let annotations = deployment.metadata.annotations.clone().unwrap_or_default();
+        let current = deployment.spec.replicas.and_then(|r| u32::try_from(r).ok());
+        let Some(write) =
+            shared_demand::plan_write(gateway_id, desired, &annotations, current, unix_now())
+        else {
+            return Ok(None);
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": deployment.metadata.resource_version,
+                "annotations": write.annotations,
+            },
+            "spec": {"replicas": write.replicas},
+        });
+        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(Some(write.replicas)),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -3,4 +3,5 @@ pub mod backend;
 pub mod objects;
 pub mod pods;
 pub mod run;
+pub mod shared_demand;
 pub mod usage_status;

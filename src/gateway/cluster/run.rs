@@ -64,6 +64,9 @@ pub struct ClusterOptions {
     pub secret_refresh_interval: Duration,
     /// `requestContext.apiId` in events.
     pub api_id: String,
+    /// Names this replica among the gateway's replicas (its pod name), in the demand it
+    /// records on Deployments.
+    pub gateway_id: String,
 }
 
 /// Why `kfaas gateway` could not start.
@@ -284,7 +287,7 @@ pub async fn run(
             source,
         })?;
     let namespace = options.namespace.as_deref();
-    let kube_backend = KubeBackend::start(client.clone(), namespace);
+    let kube_backend = KubeBackend::start(client.clone(), namespace, &options.gateway_id);
     let backend: Arc<dyn Backend> = kube_backend.clone();
     let metrics = Arc::new(GatewayMetrics::new());
     let (demand_tx, demand_rx) = mpsc::unbounded_channel();
