@@ -542,3 +542,129 @@ async fn controller_reports_routes_stages_and_usage_plans() {
     drop(controller);
     delete_namespace(&client, &ns).await;
 }
+
+/// A controller child process the test can send SIGTERM to (KfaasProcess only kills).
+struct Candidate {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Candidate {
+    fn spawn(ns: &str, identity: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("kfaas-e2e-controller-{ns}-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = std::process::Command::new(kfaas_e2e::process::kfaas_bin())
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--lease-namespace",
+                ns,
+                "--identity",
+                identity,
+            ])
+            .env("KFAAS_LOG", "info,kfaas::controller::leader=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn kfaas controller");
+        Self { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_for_output(&self, needle: &str) {
+        wait_for(
+            &format!("{} to print {needle:?}", self.log.display()),
+            Duration::from_secs(30),
+            || async { Ok(self.output().contains(needle)) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\noutput:\n{}", self.output()));
+    }
+
+    /// Sends SIGTERM and returns whether the process exited successfully within 30s.
+    async fn terminate(&mut self) -> bool {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+        for _ in 0..120 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), ns)
+        .get_opt("kfaas-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn controller_hands_the_lease_over_on_sigterm() {
+    let (client, ns) = setup("e2e-ctrl-lease").await;
+    let mut first = Candidate::spawn(&ns, "first");
+    first.wait_for_output("leading: reconciling").await;
+    let second = Candidate::spawn(&ns, "second");
+    second.wait_for_output("another controller leads").await;
+    assert!(
+        !second.output().contains("leading: reconciling"),
+        "two leaders:\n{}",
+        second.output()
+    );
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("first"));
+
+    // SIGTERM: the leader stops cleanly and gives the lease up, so the other one takes over at
+    // once rather than after the lease's 15 s expire.
+    let stopped_at = std::time::Instant::now();
+    assert!(
+        first.terminate().await,
+        "exit status on SIGTERM:\n{}",
+        first.output()
+    );
+    assert!(
+        first.output().contains("released the lease"),
+        "{}",
+        first.output()
+    );
+    second.wait_for_output("leading: reconciling").await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(12),
+        "took over only after {:?}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("second"));
+
+    // The new leader reconciles.
+    apply(&client, &ns, &hello_function(json!({}))).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    wait_for("Deployment hello", Duration::from_secs(30), || async {
+        Ok(deployments.get_opt("hello").await?.is_some())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", second.output()));
+    drop(second);
+    delete_namespace(&client, &ns).await;
+}

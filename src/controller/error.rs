@@ -9,6 +9,8 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("{0}")]
     InvalidSpec(String),
+    #[error("the object does not parse: {0}")]
+    Unreadable(String),
     #[error(
         "code.path ({0}) names a folder on one machine, which pods on a cluster cannot read; \
          use code.inline (the files in the Function) or code.configMap (a ConfigMap holding them)"
@@ -28,6 +30,7 @@ impl Error {
         match self {
             Self::MissingMetadata(_) => "InvalidObject",
             Self::InvalidSpec(_) => "InvalidSpec",
+            Self::Unreadable(_) => "InvalidObject",
             Self::CodePathNotSupported(_) => "CodePathNotSupported",
             Self::CodeConfigMapNotFound(_) => "CodeConfigMapNotFound",
             Self::Kube(_) => "KubernetesApiError",

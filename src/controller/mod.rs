@@ -24,6 +24,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::DeserializeGuard,
     runtime::{
         Controller,
         controller::Action,
@@ -143,12 +144,14 @@ where
     }
 }
 
-/// Runs the four controllers until `stop` is cancelled.
+/// Runs the four controllers until `stop` is cancelled. Each watches its kind through a
+/// [`DeserializeGuard`]: an object that does not parse is skipped (and reported) instead of
+/// failing the whole watch, and so every other object's reconcile.
 async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, stop: CancellationToken) {
     let client = ctx.client.clone();
     let cfg = watcher::Config::default;
 
-    let functions = Controller::new(api::<Function>(&client, namespace), cfg())
+    let functions = Controller::new(api::<Guarded<Function>>(&client, namespace), cfg())
         .owns(
             api::<Deployment>(&client, namespace),
             cfg().labels(FUNCTION_LABEL),
@@ -162,15 +165,19 @@ async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, stop: Cance
             cfg().labels(FUNCTION_LABEL),
         )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(function::reconcile, error_policy, ctx.clone());
+        .run(
+            |obj, ctx| guarded(obj, ctx, function::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
-    let routes = Controller::new(api::<Route>(&client, namespace), cfg());
+    let routes = Controller::new(api::<Guarded<Route>>(&client, namespace), cfg());
     let route_store = routes.store();
     let routes = routes
         .watches(
-            api::<Function>(&client, namespace),
+            api::<Guarded<Function>>(&client, namespace),
             cfg(),
-            move |f: Function| {
+            move |f: Guarded<Function>| {
                 // Every route of the namespace naming this function (as target or authorizer).
                 let ns = f.namespace();
                 let name = f.name_any();
@@ -178,37 +185,60 @@ async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, stop: Cance
                     .state()
                     .into_iter()
                     .filter(|r| {
-                        r.namespace() == ns && route::referenced_functions(&r.spec).contains(&name)
+                        r.namespace() == ns
+                            && r.0
+                                .as_ref()
+                                .is_ok_and(|r| route::referenced_functions(&r.spec).contains(&name))
                     })
                     .map(|r| ObjectRef::from_obj(r.as_ref()))
                     .collect::<Vec<_>>()
             },
         )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(route::reconcile, error_policy, ctx.clone());
+        .run(
+            |obj, ctx| guarded(obj, ctx, route::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
-    let stages = Controller::new(api::<Stage>(&client, namespace), cfg());
+    let stages = Controller::new(api::<Guarded<Stage>>(&client, namespace), cfg());
     let stage_store = stages.store();
     let stages = stages
         .owns(
             api::<Ingress>(&client, namespace),
             cfg().labels(stage::STAGE_LABEL),
         )
-        .watches(api::<Route>(&client, namespace), cfg(), move |r: Route| {
-            let ns = r.namespace();
-            stage_store
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == ns && s.spec.api == r.spec.api)
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<Guarded<Route>>(&client, namespace),
+            cfg(),
+            move |r: Guarded<Route>| {
+                let ns = r.namespace();
+                let Ok(route) = r.0 else { return Vec::new() };
+                stage_store
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace() == ns
+                            && s.0.as_ref().is_ok_and(|s| s.spec.api == route.spec.api)
+                    })
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(stage::reconcile, error_policy, ctx.clone());
+        .run(
+            |obj, ctx| guarded(obj, ctx, stage::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
 
-    let plans = Controller::new(api::<UsagePlan>(&client, namespace), cfg())
+    let plans = Controller::new(api::<Guarded<UsagePlan>>(&client, namespace), cfg())
         .graceful_shutdown_on(stop.cancelled_owned())
-        .run(usage_plan::reconcile, error_policy, ctx);
+        .run(
+            |obj, ctx| guarded(obj, ctx, usage_plan::reconcile),
+            error_policy,
+            ctx,
+        );
 
     tokio::join!(
         drain("Function", functions),
@@ -242,6 +272,31 @@ async fn drain<K, E1, E2>(
             }
         })
         .await;
+}
+
+/// A watched object that may not have parsed.
+type Guarded<K> = DeserializeGuard<K>;
+
+/// Runs `reconcile` on an object that parsed; reports one that did not, once, and waits for
+/// it to change.
+async fn guarded<K, F, Fut>(
+    obj: Arc<Guarded<K>>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    match &obj.0 {
+        Ok(k) => reconcile(Arc::new(k.clone()), ctx).await,
+        Err(invalid) => {
+            let error = Error::Unreadable(invalid.error.clone());
+            status::report_failure(&ctx, obj.as_ref(), &[], &error).await;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 /// API errors are retried soon; user errors never reach here (they requeue from status).
