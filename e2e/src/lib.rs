@@ -5,6 +5,7 @@
 //! `e2e/kind.sh` run them with `--include-ignored`. This library holds what they share:
 //! a client, the repository's YAML, server-side apply of untyped objects, and polling.
 
+pub mod gateway;
 pub mod process;
 
 use std::path::{Path, PathBuf};
