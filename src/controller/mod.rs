@@ -7,6 +7,8 @@
 
 pub mod condition;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod function;
 pub mod leader;
 pub mod route;

@@ -282,16 +282,15 @@ async fn expose(stage: &Stage, ns: &str, ctx: &Context) -> Result<(), Error> {
         .as_ref()
         .filter(|_| wants_ingress(&stage.spec))
     else {
-        // Only an Ingress this stage owns is removed.
-        if let Some(existing) = ingresses.get_metadata_opt(&stage.name_any()).await?
-            && existing
-                .owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == stage.uid().as_ref())
+        // Exposure turned off: remove what this stage made (and only that).
+        let uid = stage.uid().unwrap_or_default();
+        delete_if_owned(&ingresses, &stage.name_any(), &uid).await?;
+        if let Some(gateway) = ctx.gateway_service.as_ref()
+            && gateway.namespace != ns
         {
-            ingresses
-                .delete(&stage.name_any(), &DeleteParams::default())
-                .await?;
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+            let alias = backend_service_name(&stage.name_any(), ns, gateway);
+            delete_if_owned(&services, &alias, &uid).await?;
         }
         return Ok(());
     };
@@ -308,6 +307,22 @@ async fn expose(stage: &Stage, ns: &str, ctx: &Context) -> Result<(), Error> {
     ingresses
         .patch(&ingress.name_any(), &apply, &Patch::Apply(&ingress))
         .await?;
+    Ok(())
+}
+
+/// Deletes `name` if it exists and `owner_uid` owns it.
+async fn delete_if_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(existing) = api.get_metadata_opt(name).await?
+        && existing
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == owner_uid)
+    {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
     Ok(())
 }
 

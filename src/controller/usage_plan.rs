@@ -280,4 +280,67 @@ mod tests {
         assert_eq!(ok.keys, 3);
         assert_eq!(ok.conditions[0].reason, "KeysLoaded");
     }
+
+    #[tokio::test]
+    async fn the_status_apply_carries_only_the_fields_this_controller_owns() {
+        use crate::controller::fixtures::{MockApi, Step, not_found};
+        let plan = UsagePlan {
+            metadata: ObjectMeta {
+                name: Some("gold".into()),
+                namespace: Some("apps".into()),
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec: UsagePlanSpec {
+                api_keys: vec![key("a", "sa"), key("b", "sb")],
+                ..UsagePlanSpec::default()
+            },
+            status: None,
+        };
+        let secret_a = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sa"},
+            "data": {"apiKey": "czNjcmV0"},
+        });
+        let echo = serde_json::to_value(&plan).expect("plan JSON");
+        let mock = MockApi::start(vec![
+            Step::new("GET", "/api/v1/namespaces/apps/secrets/sa", 200, secret_a),
+            Step::new(
+                "GET",
+                "/api/v1/namespaces/apps/secrets/sb",
+                404,
+                not_found("sb"),
+            ),
+            Step::new(
+                "PATCH",
+                "/apis/kfaas.dev/v1alpha1/namespaces/apps/usageplans/gold/status",
+                200,
+                echo,
+            ),
+        ])
+        .await;
+        let action = reconcile(Arc::new(plan), mock.context())
+            .await
+            .expect("reconciled");
+        assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+        let seen = mock.verify();
+        let patch = &seen[2].body;
+        assert!(
+            seen[2].query.contains("fieldManager=kfaas-controller"),
+            "{}",
+            seen[2].query
+        );
+        assert_eq!(patch["kind"], serde_json::json!("UsagePlan"));
+        let mut fields: Vec<&String> = patch["status"]
+            .as_object()
+            .expect("status")
+            .keys()
+            .collect();
+        fields.sort();
+        assert_eq!(fields, vec!["conditions", "keys", "observedGeneration"]);
+        assert_eq!(patch["status"]["keys"], serde_json::json!(1));
+        let message = patch["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("Secret sb not found"), "{message}");
+    }
 }

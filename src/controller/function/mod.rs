@@ -209,6 +209,10 @@ async fn create_deployment(
 }
 
 #[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod reconcile_tests;
+
+#[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
