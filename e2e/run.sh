@@ -20,6 +20,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$REPO/e2e/.work
 BIN=$WORK/bin/kfaas-cluster
 KUBE_VERSION=v1.37.2 # keep in step with e2e/cluster/go.mod
+HELM_VERSION=v3.22.0
 
 ORIG_ARGS=("$@")
 KEEP=0 SHELL_MODE=0
@@ -56,6 +57,13 @@ if [ "${KFAAS_E2E_INSIDE:-}" != 1 ]; then
   start=$(date +%s)
   (cd "$REPO/e2e/cluster" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$BIN" .)
   say "kfaas-cluster ready ($(( $(date +%s) - start ))s)"
+
+  # helm renders charts/kfaas for the chart test; built from the Go module proxy once, then
+  # cached by Go (KFAAS_HELM or a helm on PATH is used instead when set/present).
+  if [ -z "${KFAAS_HELM:-}" ] && ! command -v helm >/dev/null && [ ! -x "$WORK/bin/helm" ]; then
+    say "building helm $HELM_VERSION (first time only)"
+    (cd "$WORK" && GOBIN="$WORK/bin" GOFLAGS= go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+  fi
 
   say "building kfaas and the e2e suite"
   (cd "$REPO" && cargo build --locked --bin kfaas && cargo test --locked -p kfaas-e2e --no-run)

@@ -72,10 +72,14 @@ pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// The YAML documents of a file as JSON values (empty documents skipped).
 pub fn documents(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    documents_of(&text).with_context(|| path.display().to_string())
+}
+
+/// The YAML documents of a text as JSON values (empty documents skipped).
+pub fn documents_of(text: &str) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value: Value = serde::Deserialize::deserialize(doc)
-            .with_context(|| format!("{}: not YAML", path.display()))?;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(doc).context("not YAML")?;
         if !value.is_null() {
             out.push(value);
         }
