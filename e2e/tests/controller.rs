@@ -668,3 +668,62 @@ async fn controller_hands_the_lease_over_on_sigterm() {
     drop(second);
     delete_namespace(&client, &ns).await;
 }
+
+const ECHO_SERVER: &str = r#"
+import json, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "greeting": os.environ.get("GREETING")}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer((os.environ["POD_IP"], int(os.environ["PORT"])), Echo).serve_forever()
+"#;
+
+#[tokio::test]
+#[ignore = "e2e: needs a cluster, run e2e/run.sh"]
+async fn controller_runs_an_http_function_from_its_code() {
+    let (client, ns) = setup("e2e-ctrl-http").await;
+    let controller = start_controller(&ns, &[]);
+    let functions = kfaas_api(&client, &ns, "Function");
+    apply(
+        &client,
+        &ns,
+        &json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function",
+            "metadata": {"name": "echo"},
+            "spec": {
+                "runtime": "python",
+                "protocol": "http",
+                "command": ["python3", "-u", "server.py"],
+                "port": 8090,
+                "replicas": 1,
+                "code": {"inline": {"server.py": ECHO_SERVER}},
+                // Reaches the server as written: Kubernetes must not expand it.
+                "environment": {"GREETING": "$(POD_IP)"},
+            },
+        }),
+    )
+    .await;
+    wait_ready(&functions, "echo", "True", "InstancesReady", &controller).await;
+    let f = functions.get("echo").await.expect("function");
+    assert_eq!(
+        f.data.pointer("/status/url"),
+        Some(&json!(format!("http://echo.{ns}.svc:8090/")))
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let ready = ready_pods(&pods, "echo").await.expect("pods");
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    let (code, body) = http_request("GET", &format!("{}:8090", ready[0].1), "/hello", None)
+        .await
+        .expect("GET the function");
+    assert_eq!(code, 200, "{body}");
+    let echoed: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(echoed, json!({"path": "/hello", "greeting": "$(POD_IP)"}));
+    drop(controller);
+    delete_namespace(&client, &ns).await;
+}

@@ -429,7 +429,8 @@ fn http_container(
     port: i32,
     with_code: bool,
 ) -> Container {
-    let mut env = vec![env("PORT", port.to_string())];
+    // POD_IP lets a server bind the pod's address rather than every interface.
+    let mut env = vec![pod_ip_env(), env("PORT", port.to_string())];
     env.extend(w.environment.iter().map(|(k, v)| self::env(k, escape(v))));
     Container {
         name: "function".to_owned(),

@@ -310,6 +310,13 @@ fn an_http_runtime_function_runs_its_command_in_the_code_folder() {
     );
     assert_eq!(c.working_dir.as_deref(), Some("/var/task"));
     assert_eq!(env_of(&c, "PORT").as_deref(), Some("3000"));
+    assert!(
+        c.env
+            .as_ref()
+            .expect("env")
+            .iter()
+            .any(|e| e.name == "POD_IP")
+    );
     assert_eq!(env_of(&c, "GREETING").as_deref(), Some("hi"));
     let port = &c.ports.as_ref().expect("ports")[0];
     assert_eq!(
@@ -420,6 +427,21 @@ fn replicas_start_at_the_pin_or_the_minimum() {
     spec.replicas = Some(3);
     let w = workload(spec);
     assert_eq!((w.initial_replicas, w.pinned_replicas), (3, Some(3)));
+}
+
+#[test]
+fn the_count_is_the_pin_or_kept_within_the_bounds() {
+    let mut spec = nodejs_inline();
+    spec.scaling.min_replicas = 1;
+    spec.scaling.max_replicas = 4;
+    let w = workload(spec.clone());
+    assert_eq!(w.replicas_to_set(0), Some(1), "raised to the minimum");
+    assert_eq!(w.replicas_to_set(3), None, "the autoscaler's count stays");
+    assert_eq!(w.replicas_to_set(9), Some(4), "lowered to the maximum");
+    spec.replicas = Some(0);
+    let pinned = workload(spec);
+    assert_eq!(pinned.replicas_to_set(3), Some(0));
+    assert_eq!(pinned.replicas_to_set(0), None);
 }
 
 #[test]

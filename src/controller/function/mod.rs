@@ -161,14 +161,12 @@ async fn deploy(function: &Function, ctx: &Context) -> Result<(Workload, Observe
         }
     };
     let mut desired_replicas = deployment.spec.replicas.unwrap_or(1);
-    if let Some(pin) = workload.pinned_replicas
-        && desired_replicas != pin
-    {
-        let patch = serde_json::json!({"spec": {"replicas": pin}});
+    if let Some(replicas) = workload.replicas_to_set(desired_replicas) {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
         deployments
             .patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        desired_replicas = pin;
+        desired_replicas = replicas;
     }
     let status = deployment.status.unwrap_or_default();
     let observed = Observed {

@@ -55,6 +55,9 @@ pub struct Workload {
     pub initial_replicas: i32,
     /// A fixed instance count (`spec.replicas`), applied on every reconcile.
     pub pinned_replicas: Option<i32>,
+    /// Bounds the instance count is kept within when it is not pinned.
+    pub min_replicas: i32,
+    pub max_replicas: i32,
 }
 
 impl Workload {
@@ -66,6 +69,16 @@ impl Workload {
             }
             Program::RuntimeHttp { port, .. } | Program::ImageHttp { port, .. } => *port,
         }
+    }
+
+    /// The count to set on a Deployment that has `current` replicas, if it must change: the
+    /// pin, else `current` kept within min..max. Inside the bounds the autoscaler decides.
+    pub fn replicas_to_set(&self, current: i32) -> Option<i32> {
+        let want = match self.pinned_replicas {
+            Some(pin) => pin,
+            None => current.clamp(self.min_replicas, self.max_replicas),
+        };
+        (want != current).then_some(want)
     }
 
     /// Whether the gateway calls the function with Lambda events.
@@ -177,6 +190,11 @@ impl TryFrom<&Function> for Workload {
             },
             initial_replicas: spec.replicas.unwrap_or(spec.scaling.min_replicas).max(0),
             pinned_replicas: spec.replicas.map(|r| r.max(0)),
+            min_replicas: spec.scaling.min_replicas.max(0),
+            max_replicas: spec
+                .scaling
+                .max_replicas
+                .max(spec.scaling.min_replicas.max(0)),
         })
     }
 }
