@@ -406,6 +406,53 @@ async fn controller_refuses_code_path_and_pins_replicas() {
         Some("e2e-controller")
     );
 
+    // code.configMap: missing first (Ready=False), then created and later changed; the
+    // ConfigMap watch reconciles at once (the periodic requeues are 30 s and 5 min) and a new
+    // digest of the code on the pod template rolls the pods.
+    let mut from_cm = hello_function(json!({}));
+    from_cm["metadata"]["name"] = json!("from-cm");
+    from_cm["spec"]["code"] = json!({"configMap": "my-code"});
+    apply(&client, &ns, &from_cm).await;
+    let (_, _, message) = wait_ready(
+        &functions,
+        "from-cm",
+        "False",
+        "CodeConfigMapNotFound",
+        &controller,
+    )
+    .await;
+    assert!(message.contains("my-code"), "{message}");
+    let code_cm = |source: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-code"},
+            "data": {"index.js": source},
+        })
+    };
+    apply(&client, &ns, &code_cm(&hello_code())).await;
+    let code_hash = || async {
+        Ok::<_, anyhow::Error>(
+            deployments
+                .get_opt("from-cm")
+                .await?
+                .and_then(|d| d.spec.template.metadata)
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get("kfaas.dev/code-hash").cloned()),
+        )
+    };
+    wait_for("Deployment from-cm", Duration::from_secs(15), || async {
+        Ok(code_hash().await?.is_some())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+    let first_hash = code_hash().await.expect("hash");
+    apply(&client, &ns, &code_cm("exports.handler = async () => 2;")).await;
+    wait_for("a new code digest", Duration::from_secs(15), || async {
+        let hash = code_hash().await?;
+        Ok(hash.is_some() && hash != first_hash)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", controller.output()));
+
     // A pin (spec.replicas) sets the Deployment's count, also when the Deployment exists.
     let mut pinned = hello_function(json!({}));
     pinned["metadata"]["name"] = json!("pinned");

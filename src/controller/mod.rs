@@ -26,12 +26,12 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    core::DeserializeGuard,
+    core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller,
         controller::Action,
         events::{Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -153,7 +153,9 @@ async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, stop: Cance
     let client = ctx.client.clone();
     let cfg = watcher::Config::default;
 
-    let functions = Controller::new(api::<Guarded<Function>>(&client, namespace), cfg())
+    let functions = Controller::new(api::<Guarded<Function>>(&client, namespace), cfg());
+    let function_store = functions.store();
+    let functions = functions
         .owns(
             api::<Deployment>(&client, namespace),
             cfg().labels(FUNCTION_LABEL),
@@ -165,6 +167,12 @@ async fn run_controllers(ctx: Arc<Context>, namespace: Option<&str>, stop: Cance
         .owns(
             api::<ConfigMap>(&client, namespace),
             cfg().labels(FUNCTION_LABEL),
+        )
+        // Metadata only (an Api of PartialObjectMeta asks for no data): enough to see a change.
+        .watches(
+            api::<PartialObjectMeta<ConfigMap>>(&client, namespace),
+            cfg(),
+            move |cm| code_users(&function_store, &cm),
         )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
@@ -274,6 +282,28 @@ async fn drain<K, E1, E2>(
             }
         })
         .await;
+}
+
+/// The Functions to reconcile when a ConfigMap changes: those in its namespace whose
+/// `code.configMap` names it, so that new code rolls out (the pod template carries the code's
+/// digest).
+fn code_users(
+    functions: &Store<Guarded<Function>>,
+    cm: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<Guarded<Function>>> {
+    let ns = cm.namespace();
+    let name = cm.name_any();
+    functions
+        .state()
+        .into_iter()
+        .filter(|f| {
+            f.namespace() == ns
+                && f.0.as_ref().is_ok_and(|f| {
+                    f.spec.code.as_ref().and_then(|c| c.config_map.as_ref()) == Some(&name)
+                })
+        })
+        .map(|f| ObjectRef::from_obj(f.as_ref()))
+        .collect()
 }
 
 /// A watched object that may not have parsed.
