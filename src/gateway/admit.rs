@@ -83,7 +83,7 @@ impl Gateway {
                 .get(API_KEY_HEADER)
                 .and_then(|v| v.to_str().ok());
             let grant = keys
-                .authorize(presented, &stage.api, &stage.name)
+                .authorize(presented, &stage.policies.api_scope, &stage.name)
                 .map_err(refused)?;
             admitted.api_key_id = Some(grant.key_id().to_owned());
             Some(grant)

@@ -278,7 +278,7 @@ fn build_stage(
         .stage_name
         .clone()
         .unwrap_or_else(|| name_of(&stage.metadata).to_owned());
-    let policies = match StagePolicies::build(&stage.spec.api, &name, &stage.spec) {
+    let policies = match StagePolicies::build(namespace, &stage.spec.api, &name, &stage.spec) {
         Ok(p) => p,
         Err(e) => {
             // IP rules or a throttle that cannot be enforced: the stage must not serve open.

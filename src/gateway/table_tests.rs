@@ -265,3 +265,25 @@ fn host_port_is_stripped_for_names_and_ipv6_literals() {
     assert_eq!(host_without_port("[::1]:8080"), "[::1]");
     assert_eq!(host_without_port("[::1]"), "[::1]");
 }
+
+#[test]
+fn same_named_apis_in_two_namespaces_are_two_apis_to_the_policies() {
+    let in_ns = |mut s: Stage, ns: &str| {
+        s.metadata.namespace = Some(ns.into());
+        s
+    };
+    let (t, _) = table(
+        vec![],
+        vec![
+            in_ns(stage("prod", Some("/a"), None), "team-a"),
+            in_ns(stage("prod", Some("/b"), None), "team-b"),
+        ],
+    );
+    let scopes: Vec<(&str, &str)> = t
+        .stages()
+        .iter()
+        .map(|s| (s.policies.api_scope.as_str(), s.policies.id.as_str()))
+        .collect();
+    assert!(scopes.contains(&("team-a/shop", "team-a/shop/prod")), "{scopes:?}");
+    assert!(scopes.contains(&("team-b/shop", "team-b/shop/prod")), "{scopes:?}");
+}

@@ -151,7 +151,7 @@ impl ApiKeyStore {
                 .spec
                 .stages
                 .iter()
-                .map(|s| (s.api.clone(), s.stage.clone()))
+                .map(|s| (format!("{namespace}/{}", s.api), s.stage.clone()))
                 .collect();
             for key in &plan.spec.api_keys {
                 let secret_ref = &key.secret_ref;

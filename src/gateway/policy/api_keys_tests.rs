@@ -93,18 +93,20 @@ fn keys_are_found_by_value_and_valid_only_on_their_plans_stages() {
     assert!(store.lookup("").is_none());
 
     let grant = store
-        .authorize(Some("alice-secret-value"), "shop", "prod")
+        .authorize(Some("alice-secret-value"), "default/shop", "prod")
         .expect("covered");
     assert_eq!(grant.key_id(), "alice");
-    assert_eq!((grant.api(), grant.stage()), ("shop", "prod"));
+    assert_eq!((grant.api(), grant.stage()), ("default/shop", "prod"));
     assert!(grant.limit_id().contains("alice"));
 
     for (presented, api, stage) in [
-        (None, "shop", "prod"),
-        (Some(""), "shop", "prod"),
-        (Some("wrong"), "shop", "prod"),
-        (Some("alice-secret-value"), "shop", "dev"),
-        (Some("alice-secret-value"), "other", "prod"),
+        (None, "default/shop", "prod"),
+        (Some(""), "default/shop", "prod"),
+        (Some("wrong"), "default/shop", "prod"),
+        (Some("alice-secret-value"), "default/shop", "dev"),
+        (Some("alice-secret-value"), "default/other", "prod"),
+        // The same API and stage names in another namespace are another API.
+        (Some("alice-secret-value"), "team-b/shop", "prod"),
     ] {
         assert_eq!(
             store.authorize(presented, api, stage).map(|g| g.key_id()),
@@ -170,9 +172,11 @@ fn one_value_in_two_plans_serves_each_plans_stages() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].object, "UsagePlan/default/c");
     let prod = store
-        .authorize(Some("shared"), "shop", "prod")
+        .authorize(Some("shared"), "default/shop", "prod")
         .expect("prod");
-    let dev = store.authorize(Some("shared"), "shop", "dev").expect("dev");
+    let dev = store
+        .authorize(Some("shared"), "default/shop", "dev")
+        .expect("dev");
     assert_eq!((prod.key_id(), dev.key_id()), ("k-prod", "k-dev"));
     assert_ne!(prod.limit_id(), dev.limit_id());
     assert_eq!(store.limit_ids().count(), 2);

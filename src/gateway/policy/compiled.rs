@@ -46,15 +46,23 @@ pub enum PolicyConfigError {
 /// A stage's policies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StagePolicies {
-    /// `api/stage`: the stage's bucket in the limiter and its part of cache keys.
+    /// `namespace/api/stage`: the stage's bucket in the limiter and its part of cache keys.
     pub id: String,
+    /// `namespace/api`: what usage plans grant keys for. APIs are namespaced, so a plan in one
+    /// namespace never admits keys to a same-named API in another.
+    pub api_scope: String,
     /// Client address and allow/deny lists (always present: it also knows trusted proxies).
     pub ip: IpPolicy,
     pub throttle: Option<ThrottleSpec>,
 }
 
 impl StagePolicies {
-    pub fn build(api: &str, stage: &str, spec: &StageSpec) -> Result<Self, PolicyConfigError> {
+    pub fn build(
+        namespace: &str,
+        api: &str,
+        stage: &str,
+        spec: &StageSpec,
+    ) -> Result<Self, PolicyConfigError> {
         let ip = match &spec.ip_rules {
             Some(rules) => IpPolicy::new(rules)?,
             None => IpPolicy::default(),
@@ -65,7 +73,8 @@ impl StagePolicies {
             .map(ThrottleSpec::try_from)
             .transpose()?;
         Ok(Self {
-            id: format!("{api}/{stage}"),
+            id: format!("{namespace}/{api}/{stage}"),
+            api_scope: format!("{namespace}/{api}"),
             ip,
             throttle,
         })

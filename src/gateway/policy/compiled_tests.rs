@@ -123,7 +123,7 @@ fn world() -> World {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap());
     let fetcher = FakeFetcher::with(vec![Ok(Bytes::from_static(JWKS))]);
     let state = PolicyState::new(clock.clone(), fetcher, PolicyLimits::default());
-    let stage = StagePolicies::build("shop", "prod", &stage_spec()).expect("stage");
+    let stage = StagePolicies::build("default", "shop", "prod", &stage_spec()).expect("stage");
     state.set_api_keys(keys(), [stage.id.as_str()]);
     let cache = RouteCache {
         ttl_seconds: 30,
@@ -163,7 +163,7 @@ async fn admit(w: &World, peer: &str, headers: &HeaderMap) -> Result<CacheLookup
     let store = w.state.api_keys.load();
     let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     let grant = if w.route.api_key_required {
-        Some(store.authorize(presented, "shop", "prod")?)
+        Some(store.authorize(presented, "default/shop", "prod")?)
     } else {
         None
     };
@@ -293,7 +293,7 @@ fn bad_settings_leave_the_object_out() {
         rules.deny.push("not-an-ip".into());
     }
     assert!(matches!(
-        StagePolicies::build("shop", "prod", &spec),
+        StagePolicies::build("default", "shop", "prod", &spec),
         Err(PolicyConfigError::IpRules(_))
     ));
     let open = RoutePolicies::build(
@@ -312,7 +312,7 @@ fn replacing_the_keys_forgets_removed_keys_counters() {
     let w = world();
     let store = w.state.api_keys.load();
     let grant = store
-        .authorize(Some("alice-key-0123456789"), "shop", "prod")
+        .authorize(Some("alice-key-0123456789"), "default/shop", "prod")
         .expect("grant");
     assert_eq!(
         w.state.limiter.check(&w.stage.id, None, Some(&grant)),

@@ -135,8 +135,10 @@ fn key_limits_are_shared_by_the_plans_stages() {
         }),
         None,
     );
-    let prod = keys.authorize(Some("key"), "shop", "prod").expect("prod");
-    let dev = keys.authorize(Some("key"), "shop", "dev").expect("dev");
+    let prod = keys
+        .authorize(Some("key"), "ns/shop", "prod")
+        .expect("prod");
+    let dev = keys.authorize(Some("key"), "ns/shop", "dev").expect("dev");
     assert_eq!(limiter.check("shop/prod", None, Some(&prod)), Ok(()));
     assert_eq!(limiter.check("shop/prod", None, Some(&prod)), Ok(()));
     assert_eq!(
@@ -159,7 +161,9 @@ fn quota_counts_per_day_and_resets_at_midnight_utc() {
     let clock = ManualClock::new(start);
     let limiter = UsagePlanLimiter::new(clock.clone());
     let keys = store(None, quota(3, "DAY", 1));
-    let grant = keys.authorize(Some("key"), "shop", "prod").expect("grant");
+    let grant = keys
+        .authorize(Some("key"), "ns/shop", "prod")
+        .expect("grant");
     // The offset counts in the first period: 2 of 3 left.
     assert_eq!(limiter.check("shop/prod", None, Some(&grant)), Ok(()));
     assert_eq!(limiter.check("shop/prod", None, Some(&grant)), Ok(()));
@@ -225,7 +229,9 @@ fn a_throttled_request_uses_no_quota_and_a_wall_clock_jump_back_resets_nothing()
         }),
         quota(10, "MONTH", 0),
     );
-    let grant = keys.authorize(Some("key"), "shop", "prod").expect("grant");
+    let grant = keys
+        .authorize(Some("key"), "ns/shop", "prod")
+        .expect("grant");
     assert_eq!(limiter.check("x", None, Some(&grant)), Ok(()));
     assert_eq!(
         limiter.check("x", None, Some(&grant)),
@@ -243,7 +249,9 @@ fn retain_forgets_deleted_keys() {
     let clock = ManualClock::at_epoch();
     let limiter = UsagePlanLimiter::new(clock);
     let keys = store(None, quota(10, "DAY", 0));
-    let grant = keys.authorize(Some("key"), "shop", "prod").expect("grant");
+    let grant = keys
+        .authorize(Some("key"), "ns/shop", "prod")
+        .expect("grant");
     let spec = ThrottleSpec::new(1.0, 1).expect("valid");
     assert_eq!(limiter.check("st", Some(&spec), Some(&grant)), Ok(()));
     limiter.retain(|_| true, |id| keys.limit_ids().any(|k| k == id));
