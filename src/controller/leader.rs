@@ -95,6 +95,17 @@ pub fn released_spec(previous: &LeaseSpec, me: &str, now: Timestamp) -> Option<L
     })
 }
 
+/// The outcome of one read-decide-write round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// The lease is ours (acquired or renewed).
+    Leading,
+    /// Another candidate holds it.
+    Following,
+    /// Our write lost a race with another write: read again.
+    Conflict,
+}
+
 /// One candidate for the lease `namespace/name`.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -117,9 +128,8 @@ impl LeaderElector {
         &self.identity
     }
 
-    /// Reads the lease and acquires or renews it when the decision says so; true when this
-    /// candidate holds it afterwards. A write that lost a race is "not leader", not an error.
-    async fn try_lead(&self) -> Result<bool, kube::Error> {
+    /// Reads the lease and acquires or renews it when the decision says so.
+    async fn try_lead(&self) -> Result<Attempt, kube::Error> {
         let current = self.api.get_opt(&self.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         let now = Timestamp::now();
@@ -128,7 +138,7 @@ impl LeaderElector {
             tracing::debug!(%holder, "another controller leads");
         }
         let Some(next) = next_spec(spec, &decision, &self.identity, self.duration, now) else {
-            return Ok(false);
+            return Ok(Attempt::Following);
         };
         let written = match current {
             Some(mut lease) => {
@@ -149,8 +159,8 @@ impl LeaderElector {
             }
         };
         match written {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(_) => Ok(Attempt::Leading),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Conflict),
             Err(e) => Err(e),
         }
     }
@@ -159,8 +169,8 @@ impl LeaderElector {
     pub async fn acquire(&self) {
         loop {
             match self.try_lead().await {
-                Ok(true) => return,
-                Ok(false) => {}
+                Ok(Attempt::Leading) => return,
+                Ok(Attempt::Following | Attempt::Conflict) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, lease = %self.name, "cannot read or write the lease")
                 }
@@ -169,24 +179,32 @@ impl LeaderElector {
         }
     }
 
-    /// Keeps renewing; returns when leadership is lost (another holder, or no successful
-    /// renewal for a whole lease duration).
+    /// Keeps renewing; returns when leadership is lost: another holder, or no successful
+    /// renewal within the renew deadline (two thirds of the lease, so this replica stops
+    /// before another may take over).
     pub async fn hold(&self) {
+        let deadline = self.duration * 2 / 3;
         let mut last_renewal = tokio::time::Instant::now();
+        let mut pause = self.duration / 3;
         loop {
-            tokio::time::sleep(self.duration / 3).await;
+            tokio::time::sleep(pause).await;
+            pause = self.duration / 3;
             match self.try_lead().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
+                Ok(Attempt::Leading) => last_renewal = tokio::time::Instant::now(),
+                Ok(Attempt::Following) => {
                     tracing::error!(lease = %self.name, "another controller took the lease");
                     return;
                 }
+                // Someone wrote the lease between our read and write: read again soon.
+                Ok(Attempt::Conflict) => pause = Duration::from_millis(500),
                 Err(e) => {
                     tracing::warn!(error = %e, lease = %self.name, "cannot renew the lease");
-                    if last_renewal.elapsed() > self.duration {
-                        return;
-                    }
+                    pause = Duration::from_secs(1);
                 }
+            }
+            if last_renewal.elapsed() > deadline {
+                tracing::error!(lease = %self.name, "no renewal within the deadline");
+                return;
             }
         }
     }
@@ -324,5 +342,89 @@ mod tests {
         assert_eq!(released.holder_identity, None);
         assert_eq!(decide(Some(&released), "next", at(101)), Decision::Acquire);
         assert!(released_spec(&held("other", 100), "me", at(101)).is_none());
+    }
+
+    mod against_a_scripted_api {
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::controller::fixtures::{MockApi, Step, not_found};
+
+        const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/kfaas-controller";
+
+        fn lease(holder: &str, renewed: Timestamp) -> Value {
+            serde_json::to_value(Lease {
+                metadata: ObjectMeta {
+                    name: Some("kfaas-controller".into()),
+                    namespace: Some("ops".into()),
+                    resource_version: Some("7".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(holder.into()),
+                    renew_time: Some(MicroTime(renewed)),
+                    lease_duration_seconds: Some(15),
+                    ..LeaseSpec::default()
+                }),
+            })
+            .expect("lease JSON")
+        }
+
+        fn elector(mock: &MockApi) -> LeaderElector {
+            LeaderElector::new(mock.client.clone(), "ops", "kfaas-controller", "me")
+        }
+
+        #[tokio::test]
+        async fn a_missing_lease_is_created_with_us_as_holder() {
+            let mock = MockApi::start(vec![
+                Step::new("GET", LEASE, 404, not_found("kfaas-controller")),
+                Step::new(
+                    "POST",
+                    "/apis/coordination.k8s.io/v1/namespaces/ops/leases",
+                    201,
+                    Value::Null,
+                ),
+            ])
+            .await;
+            assert_eq!(
+                elector(&mock).try_lead().await.expect("lead"),
+                Attempt::Leading
+            );
+            let seen = mock.verify();
+            assert_eq!(seen[1].body["spec"]["holderIdentity"], json!("me"));
+            assert_eq!(seen[1].body["spec"]["leaseDurationSeconds"], json!(15));
+        }
+
+        #[tokio::test]
+        async fn a_renewal_that_loses_a_race_is_a_conflict_not_a_loss() {
+            let mock = MockApi::start(vec![
+                Step::new("GET", LEASE, 200, lease("me", Timestamp::now())),
+                Step::new("PUT", LEASE, 409, json!({"kind": "Status", "code": 409})),
+            ])
+            .await;
+            assert_eq!(
+                elector(&mock).try_lead().await.expect("lead"),
+                Attempt::Conflict
+            );
+            let seen = mock.verify();
+            // The write carries the version read: the API server refuses a stale one.
+            assert_eq!(seen[1].body["metadata"]["resourceVersion"], json!("7"));
+        }
+
+        #[tokio::test]
+        async fn a_lease_renewed_by_another_is_left_alone() {
+            let mock = MockApi::start(vec![Step::new(
+                "GET",
+                LEASE,
+                200,
+                lease("other", Timestamp::now()),
+            )])
+            .await;
+            assert_eq!(
+                elector(&mock).try_lead().await.expect("read"),
+                Attempt::Following
+            );
+            mock.verify();
+        }
     }
 }
