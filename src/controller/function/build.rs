@@ -195,6 +195,8 @@ pub fn deployment(
                 }),
                 spec: Some(pod_spec(w, config)),
             },
+            // Every code or env change makes a ReplicaSet; keep a few for `kubectl rollout undo`.
+            revision_history_limit: Some(3),
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
@@ -235,6 +237,8 @@ fn pod_spec(w: &Workload, config: &BuildConfig) -> PodSpec {
         volumes,
         // Service links would put every Service of the namespace into the function's env.
         enable_service_links: Some(false),
+        // A function has no business with the cluster's API (nor has a Lambda with AWS's).
+        automount_service_account_token: Some(false),
         // Long enough for an invocation in flight to finish after SIGTERM.
         termination_grace_period_seconds: Some(i64::from(w.timeout_seconds) + 5),
         ..PodSpec::default()

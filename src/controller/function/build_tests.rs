@@ -168,6 +168,15 @@ fn every_object_is_labelled_and_owned_and_the_deployment_leaves_replicas_alone()
     assert_eq!(cm.metadata.name.as_deref(), Some("hello-code"));
     let spec = &d.spec;
     assert_eq!(spec.replicas, None, "the autoscaler owns replicas");
+    assert_eq!(spec.revision_history_limit, Some(3));
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.enable_service_links, Some(false));
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(15),
+        "timeout + 5 s"
+    );
     let template_labels = spec
         .template
         .metadata
