@@ -192,6 +192,73 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
 
+    // A Lambda authorizer (a second function from the controller): 401 without the identity
+    // source, 403 on deny, and its context reaches the function's event.
+    let authorizer = r#"exports.handler = async (event) => ({
+  isAuthorized: (event.headers || {}).authorization === "let-me-in",
+  context: { user: "e2e-user" },
+});"#;
+    let whoami = r#"exports.handler = async (event) => ({
+  statusCode: 200,
+  body: JSON.stringify({ user: event.requestContext.authorizer.lambda.user }),
+});"#;
+    for (name, code) in [("authz", authorizer), ("whoami", whoami)] {
+        apply(
+            &client,
+            &ns,
+            json!({
+                "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": name},
+                "spec": {"runtime": "nodejs", "handler": "index.handler",
+                         "code": {"inline": {"index.js": code}}, "timeoutSeconds": 10},
+            }),
+        )
+        .await;
+    }
+    apply(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "private"},
+            "spec": {"api": "shop", "methods": ["GET"], "path": "/private", "function": "whoami",
+                     "auth": {"type": "function", "authorizer": {
+                         "function": "authz", "identitySources": ["$request.header.Authorization"],
+                         "resultTtlSeconds": 0, "payloadFormat": "2.0", "simpleResponses": true}}},
+        }),
+    )
+    .await;
+    wait_for("Route private served", Duration::from_secs(30), || {
+        let addr = addr.clone();
+        async move { Ok(request(&addr, "/prod/private", &[]).await?.0 != 404) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", gateway.output()));
+    let (status, _, body) = request(&addr, "/prod/private", &[]).await.expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"message":"Unauthorized"}"#)
+    );
+    let (status, _, body) = request(&addr, "/prod/private", &[("authorization", "nope")])
+        .await
+        .expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            403,
+            r#"{"message":"User is not authorized to access this resource"}"#
+        ),
+        "{}",
+        gateway.output()
+    );
+    let (status, _, body) = request(&addr, "/prod/private", &[("authorization", "let-me-in")])
+        .await
+        .expect("request");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"user":"e2e-user"}"#),
+        "{}",
+        gateway.output()
+    );
+
     // Idle: the gateway scales to zero and the controller's status follows.
     wait_for(
         "Function hello back at zero",
