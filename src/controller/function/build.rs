@@ -384,13 +384,23 @@ fn runtime_name(runtime: FunctionRuntime) -> &'static str {
     }
 }
 
-/// `KFAAS_ENV`: the function's environment, one KEY=VALUE a line.
-fn kfaas_env(environment: &BTreeMap<String, String>) -> String {
-    environment
+/// `KFAAS_ENV`: the function's environment, one KEY=VALUE a line. It reaches the handler
+/// after the runtime's Lambda variables, so a user's `AWS_REGION` wins. A value holding a
+/// newline (a PEM key) cannot be a line: it goes into the container's own env instead, which
+/// the handler inherits.
+fn kfaas_env(environment: &BTreeMap<String, String>) -> (String, Vec<EnvVar>) {
+    let (multiline, lines): (Vec<_>, Vec<_>) =
+        environment.iter().partition(|(_, v)| v.contains('\n'));
+    let lines = lines
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    let inherited = multiline
+        .into_iter()
+        .map(|(k, v)| env(k, escape(v)))
+        .collect();
+    (lines, inherited)
 }
 
 fn runtime_container(
@@ -406,7 +416,9 @@ fn runtime_container(
         env.push(self::env("KFAAS_HANDLER", escape(handler)));
     }
     env.push(self::env("KFAAS_CODE", CODE_DIR));
-    env.push(self::env("KFAAS_ENV", escape(&kfaas_env(&w.environment))));
+    let (lines, inherited) = kfaas_env(&w.environment);
+    env.push(self::env("KFAAS_ENV", escape(&lines)));
+    env.extend(inherited);
     let mut args = vec!["runtime".to_owned()];
     if !command.is_empty() {
         args.push("--".to_owned());

@@ -143,6 +143,24 @@ fn a_runtime_function_runs_kfaas_runtime_configured_by_env() {
 }
 
 #[test]
+fn a_multiline_value_is_inherited_from_the_container_env() {
+    let mut spec = nodejs_inline();
+    spec.environment.insert(
+        "KEY_PEM".into(),
+        "-----BEGIN-----\nabc\n-----END-----".into(),
+    );
+    let c = only_container(&deployment(&workload(spec), &config(), &owner(), None));
+    assert_eq!(
+        env_of(&c, "KFAAS_ENV").as_deref(),
+        Some("GREETING=hi\nPRICE=$$(NOT_EXPANDED)")
+    );
+    assert_eq!(
+        env_of(&c, "KEY_PEM").as_deref(),
+        Some("-----BEGIN-----\nabc\n-----END-----")
+    );
+}
+
+#[test]
 fn every_object_is_labelled_and_owned_and_the_deployment_leaves_replicas_alone() {
     let w = workload(nodejs_inline());
     let d = deployment(&w, &config(), &owner(), None);
