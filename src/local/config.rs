@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::{
     api::{Function, UsagePlan},
@@ -55,6 +55,10 @@ pub fn load_dir(dir: &Path) -> (LocalConfig, Vec<ConfigProblem>) {
         )));
     }
     let mut seen = HashSet::new();
+    // Functions are resolved after every file is read: their code may be in a ConfigMap that
+    // comes later.
+    let mut functions: Vec<(Function, PathBuf, PathBuf, String)> = Vec::new();
+    let mut config_maps: BTreeMap<String, ConfigMap> = BTreeMap::new();
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
@@ -91,23 +95,31 @@ pub fn load_dir(dir: &Path) -> (LocalConfig, Vec<ConfigProblem>) {
                 continue;
             }
             match object {
-                KfaasObject::Function(f) => match resolve_code(&f, base) {
-                    Ok(code_dir) => {
-                        if let Some(dir) = code_dir {
-                            config.code_dirs.insert(name(&f.metadata).to_owned(), dir);
-                        }
-                        config.table.functions.push(f);
-                    }
-                    Err(message) => problems.push(ConfigProblem(format!(
-                        "{}: {label}: {message}",
-                        file.display()
-                    ))),
-                },
+                KfaasObject::Function(f) => {
+                    functions.push((f, base.to_owned(), file.clone(), label));
+                }
+                KfaasObject::ConfigMap(c) => {
+                    config_maps.insert(name(&c.metadata).to_owned(), c);
+                }
                 KfaasObject::Route(r) => config.table.routes.push(with_namespace(r)),
                 KfaasObject::Stage(s) => config.table.stages.push(with_namespace(s)),
                 KfaasObject::UsagePlan(u) => config.usage_plans.push(with_namespace(u)),
                 KfaasObject::Secret(s) => config.secrets.push(with_namespace(s)),
             }
+        }
+    }
+    for (f, base, file, label) in functions {
+        match resolve_code(&f, &base, &config_maps) {
+            Ok(code_dir) => {
+                if let Some(dir) = code_dir {
+                    config.code_dirs.insert(name(&f.metadata).to_owned(), dir);
+                }
+                config.table.functions.push(f);
+            }
+            Err(message) => problems.push(ConfigProblem(format!(
+                "{}: {label}: {message}",
+                file.display()
+            ))),
         }
     }
     config.table.functions = config
@@ -133,7 +145,11 @@ fn with_namespace<K: kube::Resource>(mut object: K) -> K {
 }
 
 /// The code folder of a function, or why it cannot run on this machine.
-fn resolve_code(function: &Function, base: &Path) -> Result<Option<PathBuf>, String> {
+fn resolve_code(
+    function: &Function,
+    base: &Path,
+    config_maps: &BTreeMap<String, ConfigMap>,
+) -> Result<Option<PathBuf>, String> {
     if function.spec.image.is_some() {
         return Err("image functions need a cluster (kfaas local runs code, not containers): use runtime and code.path".into());
     }
@@ -148,23 +164,52 @@ fn resolve_code(function: &Function, base: &Path) -> Result<Option<PathBuf>, Str
         return Ok(Some(dir.canonicalize().unwrap_or(dir)));
     }
     if let Some(files) = &code.inline {
-        let dir = std::env::temp_dir()
-            .join(format!("kfaas-{}", std::process::id()))
-            .join(name(&function.metadata));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot write code.inline to {}: {e}", dir.display()))?;
-        for (file, content) in files {
-            if file.contains('/') || file.contains("..") {
-                return Err(format!(
-                    "code.inline file name {file:?} must be a plain file name"
-                ));
-            }
-            std::fs::write(dir.join(file), content)
-                .map_err(|e| format!("cannot write code.inline file {file}: {e}"))?;
-        }
-        return Ok(Some(dir));
+        let files = files.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        return write_code(function, "code.inline", files).map(Some);
     }
-    Err("code.configMap needs a cluster; use code.path or code.inline with kfaas local".into())
+    let Some(map_name) = &code.config_map else {
+        return Ok(None);
+    };
+    // As on a cluster, the ConfigMap's keys are the files of the code folder.
+    let Some(map) = config_maps.get(map_name) else {
+        return Err(format!(
+            "code.configMap {map_name:?} is not in this folder (kfaas local reads ConfigMaps from the YAML files, e.g. the output of `kubectl create configmap {map_name} --from-file=src/ --dry-run=client -o yaml`)"
+        ));
+    };
+    let text = map
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let binary = map
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()));
+    write_code(function, "code.configMap", text.chain(binary)).map(Some)
+}
+
+/// Writes a function's code files into a folder of its own under the temp folder.
+fn write_code<'a>(
+    function: &Function,
+    what: &str,
+    files: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir()
+        .join(format!("kfaas-{}", std::process::id()))
+        .join(name(&function.metadata));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot write {what} to {}: {e}", dir.display()))?;
+    for (file, content) in files {
+        if file.is_empty() || file.contains('/') || file.contains("..") {
+            return Err(format!(
+                "{what} file name {file:?} must be a plain file name"
+            ));
+        }
+        std::fs::write(dir.join(file), content)
+            .map_err(|e| format!("cannot write {what} file {file}: {e}"))?;
+    }
+    Ok(dir)
 }
 
 fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -241,6 +286,39 @@ mod tests {
         assert!(
             text.iter()
                 .any(|p| p.contains("b.yaml") && p.contains("not valid YAML")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn code_from_a_config_map_in_the_folder_runs_as_on_a_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The ConfigMap comes after the Function that uses it, in another file.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: kfaas.dev/v1alpha1\nkind: Function\nmetadata: {name: cm-fn}\nspec: {runtime: nodejs, handler: index.handler, code: {configMap: cm-fn-code}}\n---\napiVersion: kfaas.dev/v1alpha1\nkind: Function\nmetadata: {name: lost}\nspec: {runtime: nodejs, handler: index.handler, code: {configMap: nowhere}}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-fn-code}\ndata: {index.js: 'exports.handler = async () => 1;'}\nbinaryData: {logo.bin: AAEC}\n",
+        )
+        .expect("write");
+        let (config, problems) = load_dir(dir.path());
+        let code = config.code_dirs.get("cm-fn").expect("code folder");
+        assert_eq!(
+            std::fs::read_to_string(code.join("index.js")).expect("index.js"),
+            "exports.handler = async () => 1;"
+        );
+        assert_eq!(
+            std::fs::read(code.join("logo.bin")).expect("logo.bin"),
+            [0, 1, 2]
+        );
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(
+            text[0].contains("Function/lost")
+                && text[0].contains("code.configMap \"nowhere\" is not in this folder"),
             "{text:?}"
         );
     }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Deserialize;
 
 use crate::api::{Function, GROUP, Route, Stage, UsagePlan, VERSION};
@@ -16,6 +16,8 @@ pub enum KfaasObject {
     UsagePlan(UsagePlan),
     /// Secrets hold API key values (and JWKS documents) in local mode.
     Secret(Secret),
+    /// ConfigMaps hold function code (`code.configMap`) in local mode, as on a cluster.
+    ConfigMap(ConfigMap),
 }
 
 impl KfaasObject {
@@ -27,6 +29,7 @@ impl KfaasObject {
             Self::Stage(o) => ("Stage", o.metadata.name.as_deref()),
             Self::UsagePlan(o) => ("UsagePlan", o.metadata.name.as_deref()),
             Self::Secret(o) => ("Secret", o.metadata.name.as_deref()),
+            Self::ConfigMap(o) => ("ConfigMap", o.metadata.name.as_deref()),
         };
         format!("{kind}/{}", name.unwrap_or("<no name>"))
     }
@@ -127,15 +130,16 @@ pub fn parse_documents(file: &Path, text: &str) -> Vec<Result<ParsedDocument, Pa
             ))
         } else if header.api_version == "v1" && header.kind == "Secret" {
             typed(value, KfaasObject::Secret).map(Some)
+        } else if header.api_version == "v1" && header.kind == "ConfigMap" {
+            typed(value, KfaasObject::ConfigMap).map(Some)
         } else {
             Ok(None)
         };
         match parsed {
             Ok(object) => {
-                let unnamed = object
-                    .as_ref()
-                    .is_some_and(|o| !matches!(o, KfaasObject::Secret(_)))
-                    && header.metadata.name.is_none();
+                let unnamed = object.as_ref().is_some_and(|o| {
+                    !matches!(o, KfaasObject::Secret(_) | KfaasObject::ConfigMap(_))
+                }) && header.metadata.name.is_none();
                 if unnamed {
                     out.push(Err(error(Some(label), "metadata.name is required".into())));
                     continue;

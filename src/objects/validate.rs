@@ -73,7 +73,7 @@ pub fn validate(object: &KfaasObject) -> Result<(), ValidationError> {
         KfaasObject::Route(o) => check(&ROUTE, o),
         KfaasObject::Stage(o) => check(&STAGE, o),
         KfaasObject::UsagePlan(o) => check(&USAGE_PLAN, o),
-        KfaasObject::Secret(_) => Ok(()),
+        KfaasObject::Secret(_) | KfaasObject::ConfigMap(_) => Ok(()),
     };
     result.map_err(|messages| ValidationError {
         object: object.describe(),
