@@ -34,6 +34,10 @@ use super::invoke::{Body, BoxError};
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often check-ins sweep out expired and closed idle connections (of gone instances too).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long may be closed by the instance's keep-alive timeout just as
+/// a request goes out on it; only then is a copy of the request's head kept to send it again (a
+/// copy per request would cost allocations on every proxied request).
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Why an exchange with an instance failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,14 +126,16 @@ impl UpstreamPool {
         let mut request = request;
         let mut fresh_only = false;
         loop {
-            let (mut conn, reused) = match (!fresh_only).then(|| self.checkout(addr)).flatten() {
-                Some(conn) => (conn, true),
-                None => (self.connect(addr).await?, false),
+            let (mut conn, idle_for) = match (!fresh_only).then(|| self.checkout(addr)).flatten() {
+                Some((conn, idle_for)) => (conn, Some(idle_for)),
+                // Boxed: the rare path would otherwise make every request's future larger.
+                None => (Box::pin(self.connect(addr)).await?, None),
             };
-            // Kept only when a retry could use it: the common GET on a reused connection.
-            let replay =
-                (reused && request.body().is_end_stream() && is_idempotent(request.method()))
-                    .then(|| head_of(&request));
+            let reused = idle_for.is_some();
+            let replay = (idle_for.is_some_and(|d| d >= REPLAY_AFTER_IDLE)
+                && request.body().is_end_stream()
+                && is_idempotent(request.method()))
+            .then(|| head_of(&request));
             match exchange(&mut conn, request).await {
                 Ok(response) => {
                     return Ok(response.map(|body| UpstreamBody {
@@ -157,18 +163,18 @@ impl UpstreamPool {
         }
     }
 
-    /// The most recently used idle connection to `addr` that is still open.
-    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
+    /// The most recently used idle connection to `addr` that is still open, and how long it
+    /// was idle.
+    fn checkout(&self, addr: SocketAddr) -> Option<(Conn, Duration)> {
         let mut idle = self.lock();
         let list = idle.by_addr.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(mut entry) = list.pop() {
             // Polling it reads a FIN or reset the instance sent while it sat idle.
-            if now.duration_since(entry.since) < IDLE_TIMEOUT
-                && entry.conn.poll_detached()
-                && entry.conn.sender.is_ready()
+            let idle_for = now.duration_since(entry.since);
+            if idle_for < IDLE_TIMEOUT && entry.conn.poll_detached() && entry.conn.sender.is_ready()
             {
-                return Some(entry.conn);
+                return Some((entry.conn, idle_for));
             }
         }
         None

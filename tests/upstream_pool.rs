@@ -1,0 +1,149 @@
+//! The gateway's keep-alive connections to `http` function instances (src/gateway/upstream.rs),
+//! through `kfaas local` and a Python server that tells which connection answered.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LocalServer, repo};
+use serde_json::Value;
+
+fn server() -> LocalServer {
+    LocalServer::start(
+        &repo().join("tests/fixtures/upstream"),
+        &["--no-access-log"],
+    )
+}
+
+/// One request on a new client connection each time, so only the gateway's pool is tested.
+async fn call(server: &LocalServer, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let response = client
+        .request(method, server.url(path))
+        .body("0123456789")
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, value)
+}
+
+#[tokio::test]
+async fn a_connection_is_reused_across_requests() {
+    let server = server();
+    let (status, first) = call(&server, reqwest::Method::GET, "/a").await;
+    assert_eq!(status, 200, "{first}");
+    for path in ["/b", "/empty", "/chunks", "/c"] {
+        let (status, _) = call(&server, reqwest::Method::GET, path).await;
+        assert!(status == 200 || status == 204, "{path}: {status}");
+    }
+    let (status, last) = call(&server, reqwest::Method::POST, "/d").await;
+    assert_eq!(status, 200);
+    assert_eq!(last["received"], 10, "the request body arrives");
+    assert_eq!(
+        last["port"], first["port"],
+        "every request went over the first connection, 204 and chunked answers included"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_closing_after_each_answer_gets_a_new_connection_each_time() {
+    let server = server();
+    let mut ports = std::collections::HashSet::new();
+    for n in 1..=5 {
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let (status, body) = call(&server, method.clone(), "/close").await;
+            assert_eq!(status, 200, "{method} #{n}: {body}");
+            ports.insert(body["port"].to_string());
+        }
+    }
+    let (status, body) = call(&server, reqwest::Method::GET, "/after").await;
+    assert_eq!(status, 200);
+    ports.insert(body["port"].to_string());
+    assert_eq!(ports.len(), 11, "no closed connection was used again");
+}
+
+#[tokio::test]
+async fn connections_the_instance_closed_while_idle_are_not_used() {
+    let server = server();
+    let (status, first) = call(&server, reqwest::Method::GET, "/a").await;
+    assert_eq!(status, 200);
+    // The server closes a connection idle for 1 s: the pooled one is dead now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // POST is not idempotent: it must not be sent on the dead connection and fail.
+    let (status, body) = call(&server, reqwest::Method::POST, "/b").await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["port"], first["port"]);
+    assert_eq!(body["received"], 10);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, third) = call(&server, reqwest::Method::GET, "/c").await;
+    assert_eq!(status, 200, "{third}");
+    assert_ne!(third["port"], body["port"]);
+}
+
+#[tokio::test]
+async fn an_instance_that_dies_is_replaced_and_served_again() {
+    let server = server();
+    let (status, first) = call(&server, reqwest::Method::GET, "/a").await;
+    assert_eq!(status, 200);
+    let pid = first["pid"].as_u64().expect("pid");
+    // Kill the function's server; kfaas local replaces the instance.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (0, Value::Null);
+    while Instant::now() < deadline {
+        last = call(&server, reqwest::Method::GET, "/b").await;
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "never served again: {}", last.1);
+    assert_ne!(last.1["pid"], first["pid"], "a new instance answers");
+    // And its connections are pooled as before.
+    for _ in 0..5 {
+        let (status, body) = call(&server, reqwest::Method::GET, "/c").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["port"], last.1["port"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_answer() {
+    let server = server();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let client = client.clone();
+        let url = server.url(&format!("/n{n}"));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let response = client
+                    .post(&url)
+                    .body(vec![b'x'; n * 100])
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), 200);
+                let body: Value = response.json().await.expect("json");
+                assert_eq!(body["received"], n * 100, "the answer of this request");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+}
