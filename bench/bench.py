@@ -460,17 +460,26 @@ def bench_proxy(args, work, results):
 
         folder = http_function_folder(work, args.backend)
         variants = [
-            ("kfaas --no-access-log", "kfaas-nolog", ["--no-access-log"]),
-            ("kfaas --no-access-log --worker-threads 1", "kfaas-nolog-wt1",
+            ("kfaas --no-access-log", "nolog", ["--no-access-log"]),
+            ("kfaas --no-access-log --worker-threads 1", "nolog-wt1",
              ["--no-access-log", "--worker-threads", "1"]),
-            ("kfaas (access log on)", "kfaas-log", []),
-            ("kfaas (access log on) --worker-threads 1", "kfaas-log-wt1", ["--worker-threads", "1"]),
+            ("kfaas (access log on)", "log", []),
+            ("kfaas (access log on) --worker-threads 1", "log-wt1", ["--worker-threads", "1"]),
         ]
-        for label, name, flags in variants:
-            proc, addr, _admin = start_kfaas_local(args.kfaas, folder, work, name, flags)
-            procs.append(proc)
-            targets[label] = f"http://{addr}/bench"
-            pids[label] = lambda proc=proc: [proc.pid]  # the gateway, not its backend child
+        wanted = args.variants.split(",")
+        binaries = [("", args.kfaas)]
+        if args.kfaas_base:  # an earlier build, measured in the same rounds
+            binaries.append(("@base", os.path.abspath(args.kfaas_base)))
+        for suffix, binary in binaries:
+            for label, name, flags in variants:
+                if name not in wanted:
+                    continue
+                label = label.replace("kfaas", "kfaas" + suffix, 1)
+                proc, addr, _admin = start_kfaas_local(binary, folder, work,
+                                                       f"kfaas{suffix}-{name}", flags)
+                procs.append(proc)
+                targets[label] = f"http://{addr}/bench"
+                pids[label] = lambda proc=proc: [proc.pid]  # the gateway, not its backend child
 
         for label, url in targets.items():  # warm up: instances started, connections made
             deadline = time.monotonic() + 30
@@ -903,6 +912,10 @@ def main():
     ap.add_argument("--max-wait", type=float, default=120,
                     help="...but no longer than this many seconds")
     ap.add_argument("--only", default="proxy,lambda,cold,memory")
+    ap.add_argument("--variants", default="nolog,nolog-wt1,log,log-wt1",
+                    help="kfaas configurations of the proxy benchmark")
+    ap.add_argument("--kfaas-base", default=None,
+                    help="an earlier kfaas binary, proxy-benchmarked beside --kfaas (label kfaas@base)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/<time>.json)")
     args = ap.parse_args()

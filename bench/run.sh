@@ -30,10 +30,13 @@ export PATH="$PATH:/usr/sbin"
 command -v node >/dev/null || { echo "bench: node (Node.js 20) is needed" >&2; exit 1; }
 
 echo "bench: cargo build --release" >&2
-cargo build --release --bin kfaas >&2
+cargo build --release --locked --bin kfaas >&2
 cargo build --release --manifest-path bench/backend/Cargo.toml >&2
 
+# Where cargo put them: CARGO_TARGET_DIR applies to both builds when set.
+kfaas_target="${CARGO_TARGET_DIR:-target}"
+backend_target="${CARGO_TARGET_DIR:-bench/backend/target}"
 exec python3 bench/bench.py \
-    --kfaas target/release/kfaas \
-    --backend bench/backend/target/release/kfaas-bench-backend \
+    --kfaas "$kfaas_target/release/kfaas" \
+    --backend "$backend_target/release/kfaas-bench-backend" \
     "$@"
