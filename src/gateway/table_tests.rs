@@ -284,6 +284,12 @@ fn same_named_apis_in_two_namespaces_are_two_apis_to_the_policies() {
         .iter()
         .map(|s| (s.policies.api_scope.as_str(), s.policies.id.as_str()))
         .collect();
-    assert!(scopes.contains(&("team-a/shop", "team-a/shop/prod")), "{scopes:?}");
-    assert!(scopes.contains(&("team-b/shop", "team-b/shop/prod")), "{scopes:?}");
+    assert!(
+        scopes.contains(&("team-a/shop", "team-a/shop/prod")),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&("team-b/shop", "team-b/shop/prod")),
+        "{scopes:?}"
+    );
 }
