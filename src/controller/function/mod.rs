@@ -39,6 +39,8 @@ pub struct Observed {
     pub replicas: i32,
     /// Pods that take invocations.
     pub ready: i32,
+    /// The Deployment gave up waiting for its pods (ProgressDeadlineExceeded).
+    pub stalled: bool,
 }
 
 /// The `Ready` condition of a deployed function. A function scaled to zero is ready: the
@@ -51,6 +53,15 @@ pub fn readiness(observed: Observed) -> Readiness {
         )
     } else if observed.desired == 0 {
         Readiness::ready("ScaledToZero", "no instances; the first request starts one")
+    } else if observed.stalled {
+        Readiness::not_ready(
+            "InstancesFailing",
+            format!(
+                "0 of {} instances ready after the Deployment's progress deadline; see the \
+                 function's pods and their events",
+                observed.desired
+            ),
+        )
     } else {
         Readiness::not_ready(
             "InstancesStarting",
@@ -173,6 +184,9 @@ async fn deploy(function: &Function, ctx: &Context) -> Result<(Workload, Observe
         desired: desired_replicas,
         replicas: status.replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
+        stalled: status.conditions.iter().flatten().any(|c| {
+            c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False")
+        }),
     };
     Ok((workload, observed))
 }
@@ -249,6 +263,7 @@ mod tests {
             desired: 0,
             replicas: 0,
             ready: 0,
+            ..Observed::default()
         });
         assert!(r.ready);
         assert_eq!(r.reason, "ScaledToZero");
@@ -256,13 +271,23 @@ mod tests {
             desired: 2,
             replicas: 2,
             ready: 0,
+            ..Observed::default()
         });
         assert!(!r.ready);
         assert_eq!(r.reason, "InstancesStarting");
         let r = readiness(Observed {
             desired: 2,
             replicas: 2,
+            ready: 0,
+            stalled: true,
+        });
+        assert!(!r.ready);
+        assert_eq!(r.reason, "InstancesFailing");
+        let r = readiness(Observed {
+            desired: 2,
+            replicas: 2,
             ready: 1,
+            ..Observed::default()
         });
         assert!(r.ready);
         assert_eq!(r.message, "1 of 2 instances ready");
@@ -299,6 +324,7 @@ mod tests {
             desired: 1,
             replicas: 1,
             ready: 1,
+            ..Observed::default()
         };
         let status = desired_status(&f, &Ok((w.clone(), observed)), now());
         assert_eq!(status.selector.as_deref(), Some("kfaas.dev/function=hello"));

@@ -146,6 +146,7 @@ async fn an_unchanged_function_writes_no_status() {
         desired: 1,
         replicas: 1,
         ready: 1,
+        ..Observed::default()
     };
     let w = Workload::try_from(&f).expect("valid");
     f.status = Some(desired_status(&f, &Ok((w, observed)), Timestamp::now()));
