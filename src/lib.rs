@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod gateway;
+pub mod import;
 pub mod local;
 pub mod objects;
 pub mod runtime;

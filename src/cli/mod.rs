@@ -57,9 +57,3 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => import::run(args),
     }
 }
-
-/// The exit code of a subcommand that a later release fills in.
-fn not_yet_implemented(name: &str) -> ExitCode {
-    eprintln!("kfaas {name}: not yet implemented");
-    ExitCode::from(2)
-}
