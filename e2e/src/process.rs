@@ -27,11 +27,11 @@ impl KfaasProcess {
     /// Starts `kfaas ARGS...` with extra environment variables; stdout and stderr go to
     /// `<tmp>/kfaas-e2e-<name>-<pid>.log`.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        let log = std::env::temp_dir().join(format!(
-            "kfaas-e2e-{name}-{}-{}.log",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
+        // A counter, so two processes spawned under one name never share a log file.
+        static SPAWNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log =
+            std::env::temp_dir().join(format!("kfaas-e2e-{name}-{}-{n}.log", std::process::id()));
         let out =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;

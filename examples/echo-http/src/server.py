@@ -1,4 +1,4 @@
-"""A plain HTTP function: echoes the request as JSON. kfaas gives it PORT."""
+"""A plain HTTP function: echoes the request as JSON. kfaas gives it PORT (and POD_IP in a pod)."""
 
 import json
 import os
@@ -31,4 +31,6 @@ class Echo(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "8080"))
-    ThreadingHTTPServer(("127.0.0.1", port), Echo).serve_forever()
+    # In a pod, kfaas sets POD_IP (the pod's address); locally, loopback.
+    host = os.environ.get("POD_IP", "127.0.0.1")
+    ThreadingHTTPServer((host, port), Echo).serve_forever()
