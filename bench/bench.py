@@ -468,8 +468,9 @@ def bench_proxy(args, work, results):
         ]
         wanted = args.variants.split(",")
         binaries = [("", args.kfaas)]
-        if args.kfaas_base:  # an earlier build, measured in the same rounds
-            binaries.append(("@base", os.path.abspath(args.kfaas_base)))
+        for other in args.kfaas_base:  # other builds, measured in the same rounds
+            name, _, path = other.rpartition("=")
+            binaries.append(("@" + (name or "base"), os.path.abspath(path)))
         for suffix, binary in binaries:
             for label, name, flags in variants:
                 if name not in wanted:
@@ -914,8 +915,9 @@ def main():
     ap.add_argument("--only", default="proxy,lambda,cold,memory")
     ap.add_argument("--variants", default="nolog,nolog-wt1,log,log-wt1",
                     help="kfaas configurations of the proxy benchmark")
-    ap.add_argument("--kfaas-base", default=None,
-                    help="an earlier kfaas binary, proxy-benchmarked beside --kfaas (label kfaas@base)")
+    ap.add_argument("--kfaas-base", action="append", default=[], metavar="[NAME=]PATH",
+                    help="another kfaas binary, proxy-benchmarked beside --kfaas in the same rounds"
+                         " (label kfaas@NAME, NAME defaults to base); may be repeated")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/<time>.json)")
     args = ap.parse_args()
