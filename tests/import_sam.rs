@@ -148,3 +148,25 @@ fn stdout_output_and_help() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
+
+#[tokio::test]
+async fn code_as_config_maps_runs_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    import(
+        &repo().join("examples/sam-hello/template.yaml"),
+        &out,
+        &["--code", "configmap"],
+    );
+    let functions = std::fs::read_to_string(out.join("functions.yaml")).expect("functions.yaml");
+    assert!(
+        functions.contains("configMap: hello-world-function-code"),
+        "{functions}"
+    );
+    let maps = std::fs::read_to_string(out.join("config-maps.yaml")).expect("config-maps.yaml");
+    assert!(maps.contains("app.mjs"), "{maps}");
+    let server = LocalServer::start(&out, &["--no-access-log"]);
+    let (status, body) = get_json(server.url("/Prod/hello/cluster")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "hello, cluster");
+}

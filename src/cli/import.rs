@@ -6,7 +6,7 @@ use std::{
     process::ExitCode,
 };
 
-use crate::import::{Options, Pseudo, convert_sam, render, render_files};
+use crate::import::{Options, Pseudo, convert_sam, into_config_maps, render, render_files};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +30,8 @@ pub struct SamArgs {
     /// The SAM template.
     pub template: PathBuf,
     /// Folder to write one YAML file per kind into (functions.yaml, routes.yaml, ...), or `-`
-    /// for one YAML stream on stdout. `code.path` of each function is relative to it.
+    /// for one YAML stream on stdout. `code.path` of each function is relative to it (to the
+    /// current folder with `-`).
     #[arg(long, short, default_value = "-", env = "KFAAS_IMPORT_OUT_DIR")]
     pub out_dir: String,
     /// Value of `AWS::Region`.
@@ -42,9 +43,21 @@ pub struct SamArgs {
     /// Value of `AWS::AccountId`.
     #[arg(long, default_value = "123456789012", env = "KFAAS_IMPORT_ACCOUNT_ID")]
     pub account_id: String,
+    /// Where functions' code comes from: `path` (`code.path`, for `kfaas local`) or `configmap`
+    /// (a ConfigMap of each code folder, `code.configMap`: runs on a cluster and locally).
+    #[arg(long, value_enum, default_value = "path", env = "KFAAS_IMPORT_CODE")]
+    pub code: CodeSource,
     /// A template parameter's value, `Name=Value` (repeatable); wins over its `Default`.
     #[arg(long = "parameter", value_name = "NAME=VALUE")]
     pub parameters: Vec<String>,
+}
+
+/// How the imported functions carry their code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodeSource {
+    Path,
+    #[value(name = "configmap")]
+    ConfigMap,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -87,7 +100,10 @@ fn sam(args: &SamArgs) -> Result<ExitCode, String> {
         },
         parameters,
     };
-    let conversion = convert_sam(&text, &options).map_err(|e| e.to_string())?;
+    let mut conversion = convert_sam(&text, &options).map_err(|e| e.to_string())?;
+    if args.code == CodeSource::ConfigMap {
+        into_config_maps(&mut conversion, &output_dir);
+    }
     for warning in &conversion.warnings {
         eprintln!("warning: {warning}");
     }

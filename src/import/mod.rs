@@ -6,6 +6,7 @@
 //! still converts. Every object is checked with the CRDs' own rules before it is returned.
 
 mod api;
+mod code;
 mod cors;
 mod events;
 mod function;
@@ -18,6 +19,7 @@ mod usage_plan;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
+pub use code::into_config_maps;
 pub use intrinsic::Pseudo;
 use serde_yaml::Value;
 use template::get;
@@ -210,6 +212,7 @@ pub fn convert_sam(text: &str, options: &Options) -> Result<Conversion, ImportEr
         objects.push(KfaasObject::Stage(stage));
     }
     objects.extend(usage_plan::convert(&mut ctx, &apis, &stage_names));
+    warn_keys_without_plan(&mut ctx, &objects);
 
     // A last check with the CRDs' rules, so that every emitted object applies.
     let mut valid = Vec::with_capacity(objects.len());
@@ -227,6 +230,30 @@ pub fn convert_sam(text: &str, options: &Options) -> Result<Conversion, ImportEr
         objects: valid,
         warnings: ctx.warnings,
     })
+}
+
+/// A route that requires an API key on an API no usage plan covers refuses every request.
+fn warn_keys_without_plan(ctx: &mut Ctx, objects: &[KfaasObject]) {
+    let covered: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| match o {
+            KfaasObject::UsagePlan(p) => Some(p.spec.stages.iter().map(|s| s.api.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for object in objects {
+        if let KfaasObject::Route(r) = object
+            && r.spec.auth.api_key_required
+            && !covered.contains(&r.spec.api.as_str())
+        {
+            ctx.warn(
+                &object.describe(),
+                "auth.apiKeyRequired",
+                format!("no usage plan covers API {}: add a UsagePlan with an API key (Auth.UsagePlan in SAM), or every request gets 403", r.spec.api),
+            );
+        }
+    }
 }
 
 /// The objects as one YAML stream.

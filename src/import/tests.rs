@@ -446,3 +446,57 @@ fn relative_paths() {
         "../../y"
     );
 }
+
+#[test]
+fn shared_usage_plan_covers_its_apis_and_keys_without_plan_warn() {
+    let template = r#"
+Globals:
+  Api:
+    Auth:
+      ApiKeyRequired: true
+      UsagePlan:
+        CreateUsagePlan: SHARED
+        Throttle: { RateLimit: 3 }
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: app.handler
+      CodeUri: fn/
+      Events:
+        A: { Type: Api, Properties: { RestApiId: !Ref One, Path: /a, Method: get } }
+        B: { Type: Api, Properties: { RestApiId: !Ref Two, Path: /b, Method: get } }
+        C: { Type: Api, Properties: { RestApiId: !Ref Three, Path: /c, Method: get } }
+  One: { Type: AWS::Serverless::Api, Properties: { StageName: one } }
+  Two: { Type: AWS::Serverless::Api, Properties: { StageName: two } }
+  Three:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: three
+      Auth: { UsagePlan: { CreateUsagePlan: NONE } }
+"#;
+    let c = convert(template);
+    let plans = plans(&c);
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        plans[0].metadata.name.as_deref(),
+        Some("serverless-usage-plan")
+    );
+    let stages: Vec<(&str, &str)> = plans[0]
+        .spec
+        .stages
+        .iter()
+        .map(|s| (s.api.as_str(), s.stage.as_str()))
+        .collect();
+    assert_eq!(stages, [("one", "one"), ("two", "two")]);
+    let throttle = plans[0].spec.throttle.as_ref().expect("throttle");
+    assert_eq!((throttle.rate_limit, throttle.burst_limit), (3.0, 3));
+    assert!(route(&c, "fn-c").spec.auth.api_key_required);
+    warned(
+        &c,
+        "Route/fn-c",
+        "auth.apiKeyRequired",
+        "no usage plan covers API three",
+    );
+}
