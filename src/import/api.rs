@@ -70,12 +70,12 @@ pub fn define(ctx: &mut Ctx, id: &str, kind: ApiKind, props: Option<&Value>) -> 
         Some(v) => match ctx.resolver.string(v) {
             Ok(s) => s,
             Err(e) => {
-                let fallback = default_stage(kind, id);
+                let fallback = default_stage(kind);
                 ctx.warn(id, "StageName", format!("{e}: using {fallback}"));
                 fallback.to_owned()
             }
         },
-        None => default_stage(kind, id).to_owned(),
+        None => default_stage(kind).to_owned(),
     };
     ApiDef {
         id: id.to_owned(),
@@ -86,11 +86,10 @@ pub fn define(ctx: &mut Ctx, id: &str, kind: ApiKind, props: Option<&Value>) -> 
     }
 }
 
-/// SAM's stage names when none is given: `Prod` for the implicit REST API, `$default` for HTTP.
-fn default_stage(kind: ApiKind, id: &str) -> &'static str {
+/// SAM's stage names when none is given: `Prod` for a REST API, `$default` for an HTTP API.
+fn default_stage(kind: ApiKind) -> &'static str {
     match kind {
         ApiKind::Http => "$default",
-        ApiKind::Rest if id == ApiKind::Rest.implicit_id() => "Prod",
         ApiKind::Rest => "Prod",
     }
 }
@@ -331,16 +330,16 @@ pub fn strings(ctx: &Ctx, value: &Value) -> Result<Vec<String>, String> {
 /// `/<StageName>`, as its execute-api URL is, so clients keep their paths.
 pub fn stage(ctx: &mut Ctx, api: &ApiDef) -> Stage {
     let id = api.id.as_str();
-    let default_stage = api.kind == ApiKind::Http && api.stage_name == "$default";
-    let label = if default_stage {
+    let is_default = api.kind == ApiKind::Http && api.stage_name == "$default";
+    let label = if is_default {
         "default"
     } else {
         api.stage_name.as_str()
     };
     let mut spec = StageSpec {
         api: api.name.clone(),
-        stage_name: (!default_stage).then(|| api.stage_name.clone()),
-        base_path: (!default_stage).then(|| format!("/{}", api.stage_name)),
+        stage_name: (!is_default).then(|| api.stage_name.clone()),
+        base_path: (!is_default).then(|| format!("/{}", api.stage_name)),
         ..StageSpec::default()
     };
     let variables_key = match api.kind {

@@ -255,9 +255,12 @@ impl<'a> Resolver<'a> {
                 let a = args(2)?;
                 let left = self.resolve_at(&a[0], depth)?;
                 let right = self.resolve_at(&a[1], depth)?;
-                Ok(Value::Bool(
-                    scalar_string(&left).ok() == scalar_string(&right).ok() || left == right,
-                ))
+                // Scalars compare as strings (`!Equals [!Ref Count, 1]` with Count "1").
+                let same = match (scalar_string(&left), scalar_string(&right)) {
+                    (Ok(l), Ok(r)) => l == r,
+                    _ => left == right,
+                };
+                Ok(Value::Bool(same))
             }
             "Fn::Not" => {
                 let a = args(1)?;

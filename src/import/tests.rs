@@ -500,3 +500,44 @@ Resources:
         "no usage plan covers API three",
     );
 }
+
+#[test]
+fn conditions_compare_scalars_as_strings() {
+    let template = r#"
+Parameters:
+  Count: { Type: Number, Default: 1 }
+Conditions:
+  One: !Equals [!Ref Count, "1"]
+  Lists: !Equals [[a], [b]]
+  Both: !And [!Condition One, !Not [!Condition Lists]]
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: app.handler
+      CodeUri: fn/
+      Environment:
+        Variables:
+          ONE: !If [One, yes, no]
+          LISTS: !If [Lists, yes, no]
+          BOTH: !If [Both, yes, no]
+          SELF: !If [Loop, yes, no]
+"#;
+    let c = convert(template);
+    let env = &function(&c, "fn").spec.environment;
+    assert_eq!(
+        (
+            env["ONE"].as_str(),
+            env["LISTS"].as_str(),
+            env["BOTH"].as_str()
+        ),
+        ("yes", "no", "yes")
+    );
+    warned(
+        &c,
+        "Fn",
+        "Environment.Variables.SELF",
+        "no condition named Loop",
+    );
+}
