@@ -2,7 +2,10 @@
 //! untyped ones (one bad object is a warning, never a broken stream), and the Secrets the
 //! configuration refers to.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use kube::api::DynamicObject;
 use serde::de::DeserializeOwned;
@@ -63,6 +66,57 @@ pub fn referenced_secrets(plans: &[UsagePlan], routes: &[Route]) -> BTreeSet<(St
     from_plans.chain(from_routes).collect()
 }
 
+/// Tells which watch events change what the gateway serves. Status writes (the controller's,
+/// the gateway's own usage) bump an object's resourceVersion but not its `generation`, and must
+/// not rebuild the routing table each time.
+#[derive(Debug, Default)]
+pub struct SpecGenerations {
+    seen: HashMap<(String, String), Option<i64>>,
+    relist: Option<HashMap<(String, String), Option<i64>>>,
+}
+
+fn object_key(object: &DynamicObject) -> (String, String) {
+    (
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl SpecGenerations {
+    /// An object was added or modified: true when it is new or its spec changed. Objects
+    /// without a generation always count as changed.
+    pub fn applied(&mut self, object: &DynamicObject) -> bool {
+        let generation = object.metadata.generation;
+        let previous = self.seen.insert(object_key(object), generation);
+        generation.is_none() || previous != Some(generation)
+    }
+
+    /// An object was deleted: true when it was known.
+    pub fn deleted(&mut self, object: &DynamicObject) -> bool {
+        self.seen.remove(&object_key(object)).is_some()
+    }
+
+    /// A re-list starts (the watch restarted).
+    pub fn relist_started(&mut self) {
+        self.relist = Some(HashMap::new());
+    }
+
+    /// An object of the re-list.
+    pub fn relisted(&mut self, object: &DynamicObject) {
+        self.relist
+            .get_or_insert_with(HashMap::new)
+            .insert(object_key(object), object.metadata.generation);
+    }
+
+    /// The re-list is complete: true when it differs from what was known.
+    pub fn relist_done(&mut self) -> bool {
+        let fresh = self.relist.take().unwrap_or_default();
+        let changed = fresh != self.seen || fresh.values().any(Option::is_none);
+        self.seen = fresh;
+        changed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +126,36 @@ mod tests {
 
     fn dynamic(value: serde_json::Value) -> Arc<DynamicObject> {
         Arc::new(serde_json::from_value(value).expect("dynamic object"))
+    }
+
+    fn route_object(name: &str, generation: Option<i64>) -> DynamicObject {
+        let mut object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": name, "namespace": "shop"},
+        }))
+        .expect("object");
+        object.metadata.generation = generation;
+        object
+    }
+
+    #[test]
+    fn only_spec_changes_and_deletions_count() {
+        let mut g = SpecGenerations::default();
+        g.relist_started();
+        g.relisted(&route_object("a", Some(1)));
+        assert!(g.relist_done(), "the first list is a change");
+        assert!(!g.applied(&route_object("a", Some(1))), "a status write");
+        assert!(g.applied(&route_object("a", Some(2))), "a spec change");
+        assert!(g.applied(&route_object("b", Some(1))), "a new object");
+        assert!(g.deleted(&route_object("b", Some(1))));
+        assert!(!g.deleted(&route_object("b", Some(1))), "deleted once");
+        assert!(g.applied(&route_object("c", None)), "no generation: always");
+        g.relist_started();
+        g.relisted(&route_object("a", Some(2)));
+        assert!(g.relist_done(), "c is gone after the re-list");
+        g.relist_started();
+        g.relisted(&route_object("a", Some(2)));
+        assert!(!g.relist_done(), "the same objects again");
     }
 
     #[test]

@@ -160,11 +160,27 @@ where
             .default_backoff()
             .reflect(writer)
             .boxed();
+        let mut generations = objects::SpecGenerations::default();
         while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(kind = %kind, error = %e, "watch failed; retrying"),
+            let rebuild = match event {
+                Ok(watcher::Event::Init) => {
+                    generations.relist_started();
+                    false
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    generations.relisted(&object);
+                    false
+                }
+                Ok(watcher::Event::InitDone) => generations.relist_done(),
+                Ok(watcher::Event::Apply(object)) => generations.applied(&object),
+                Ok(watcher::Event::Delete(object)) => generations.deleted(&object),
+                Err(e) => {
+                    tracing::warn!(kind = %kind, error = %e, "watch failed; retrying");
+                    false
+                }
+            };
+            if rebuild {
+                changed.notify_one();
             }
         }
     });
