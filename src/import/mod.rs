@@ -211,6 +211,7 @@ pub fn convert_sam(text: &str, options: &Options) -> Result<Conversion, ImportEr
         stage_names.insert(api.id.clone(), stage_name);
         objects.push(KfaasObject::Stage(stage));
     }
+    warn_shared_base_paths(&mut ctx, &objects);
     objects.extend(usage_plan::convert(&mut ctx, &apis, &stage_names));
     warn_keys_without_plan(&mut ctx, &objects);
 
@@ -230,6 +231,29 @@ pub fn convert_sam(text: &str, options: &Options) -> Result<Conversion, ImportEr
         objects: valid,
         warnings: ctx.warnings,
     })
+}
+
+/// On AWS each API has its own host; on one kfaas gateway, two APIs' stages at the same base
+/// path would compete for the same requests.
+fn warn_shared_base_paths(ctx: &mut Ctx, objects: &[KfaasObject]) {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for object in objects {
+        let KfaasObject::Stage(stage) = object else {
+            continue;
+        };
+        let base = stage.spec.base_path.clone().unwrap_or_else(|| "/".into());
+        let this = object.describe();
+        match seen.get(&base) {
+            Some(first) => ctx.warn(
+                &this,
+                "basePath",
+                format!("{first} is served at {base} too (on AWS each API has its own host): set spec.host on one of them"),
+            ),
+            None => {
+                seen.insert(base, this);
+            }
+        }
+    }
 }
 
 /// A route that requires an API key on an API no usage plan covers refuses every request.

@@ -541,3 +541,19 @@ Resources:
         "no condition named Loop",
     );
 }
+
+#[test]
+fn two_default_stages_warn_about_sharing_the_root() {
+    let template = r#"
+Resources:
+  A: { Type: AWS::Serverless::HttpApi }
+  B: { Type: AWS::Serverless::HttpApi }
+"#;
+    let c = convert(template);
+    warned(
+        &c,
+        "Stage/b-default",
+        "basePath",
+        "Stage/a-default is served at / too",
+    );
+}
