@@ -557,3 +557,93 @@ Resources:
         "Stage/a-default is served at / too",
     );
 }
+
+#[test]
+fn lambda_authorizers_of_both_api_kinds() {
+    let template = r#"
+Globals:
+  HttpApi:
+    Auth:
+      DefaultAuthorizer: Simple
+      Authorizers:
+        Simple:
+          FunctionArn: !GetAtt AuthFn.Arn
+          AuthorizerPayloadFormatVersion: "2.0"
+          EnableSimpleResponses: true
+          Identity:
+            Headers: [X-Token]
+            QueryStrings: [token]
+Resources:
+  AuthFn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: auth.check
+      InlineCode: "def check(event, context):\n    return {'isAuthorized': True}\n"
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: nodejs22.x
+      Handler: index.handler
+      CodeUri: .
+      Events:
+        Http: { Type: HttpApi, Properties: { Path: /h, Method: post, TimeoutInMillis: 5000 } }
+        Rest:
+          Type: Api
+          Properties: { RestApiId: !Ref Rest, Path: /r, Method: get, Auth: { Authorizer: Token } }
+  Rest:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: live
+      Auth:
+        Authorizers:
+          Token:
+            FunctionArn: !GetAtt AuthFn.Arn
+            Identity: { Header: X-Auth }
+"#;
+    let c = convert(template);
+    let inline = function(&c, "auth-fn")
+        .spec
+        .code
+        .as_ref()
+        .and_then(|c| c.inline.clone());
+    assert!(inline.expect("inline")["auth.py"].contains("def check"));
+
+    let http = &route(&c, "fn-http").spec;
+    assert_eq!(
+        http.api, "serverless-http-api",
+        "the implicit HTTP API takes Globals.HttpApi"
+    );
+    assert_eq!(http.timeout_millis, 5000);
+    let a = http.auth.authorizer.as_ref().expect("authorizer");
+    assert_eq!(a.function, "auth-fn");
+    assert_eq!(
+        (a.kind, a.payload_format, a.simple_responses),
+        (AuthorizerType::Request, PayloadFormat::V2, true)
+    );
+    assert_eq!(
+        a.identity_sources,
+        ["$request.header.X-Token", "$request.querystring.token"]
+    );
+    assert_eq!(a.result_ttl_seconds, 300);
+
+    let rest = &route(&c, "fn-rest").spec;
+    let a = rest.auth.authorizer.as_ref().expect("authorizer");
+    assert_eq!(
+        (a.kind, a.payload_format),
+        (AuthorizerType::Token, PayloadFormat::V1)
+    );
+    assert_eq!(a.identity_sources, ["$request.header.X-Auth"]);
+    assert_eq!(
+        stage(&c, "rest-live").spec.base_path.as_deref(),
+        Some("/live")
+    );
+    assert_eq!(
+        function(&c, "fn")
+            .spec
+            .code
+            .as_ref()
+            .and_then(|c| c.path.as_deref()),
+        Some("..")
+    );
+}
