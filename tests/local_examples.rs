@@ -164,3 +164,38 @@ async fn sigterm_stops_the_function_instances_too() {
         }
     }
 }
+
+/// A `kfaas local` whose parent goes away (its stdin pipe closes) stops, instances and all, so
+/// a test harness or editor that dies leaves nothing running.
+#[tokio::test]
+async fn closing_stdin_stops_kfaas_local_and_its_instances() {
+    let mut server = LocalServer::start(&repo().join("examples/echo-http"), &["--no-access-log"]);
+    let response = reqwest::get(server.url("/x")).await.expect("request");
+    assert_eq!(response.status(), 200);
+    let children = server.children();
+    assert!(
+        !children.is_empty(),
+        "an instance runs after the first request"
+    );
+    server.close_stdin();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !server.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kfaas local kept running after its stdin closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for pid in children {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance {pid} outlived kfaas local"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -29,6 +29,10 @@ pub struct Args {
     /// Requests a function may hold waiting for a free instance before new ones get 503.
     #[arg(long, env = "KFAAS_MAX_HELD_REQUESTS", default_value_t = 1000)]
     max_held_requests: u32,
+    /// Stop (gracefully, instances too) when stdin reaches end of file: for a parent process
+    /// (a test harness, an editor plugin) that holds the write end of a pipe and may die.
+    #[arg(long, env = "KFAAS_EXIT_WITH_PARENT")]
+    exit_with_parent: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -62,7 +66,23 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_local(options, CancellationToken::new())) {
+    let shutdown = CancellationToken::new();
+    if args.exit_with_parent {
+        let token = shutdown.clone();
+        // A plain thread: a blocking stdin read must not hold the async runtime's exit.
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            token.cancel();
+            // The parent may be gone with the other end of stdout: a failed write is fine.
+            let _ = writeln!(std::io::stdout(), "kfaas local: stdin closed, stopping");
+        });
+    }
+    let result = runtime.block_on(run_local(options, shutdown));
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kfaas local: {e}");

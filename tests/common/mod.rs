@@ -10,9 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A running `kfaas local`; killed on drop.
+/// A running `kfaas local`; killed on drop. It also stops by itself when this test process
+/// ends (its stdin is a pipe held here), so a server kept in a `static` never outlives the run.
 pub struct LocalServer {
     child: Child,
+    stdin_pipe: Option<std::process::ChildStdin>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub stdout: Arc<Mutex<Vec<String>>>,
@@ -36,16 +38,17 @@ impl LocalServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kfaas"))
             .arg("local")
             .arg(dir)
-            .args(["--port", "0"])
+            .args(["--port", "0", "--exit-with-parent"])
             .args(extra)
             .env("KFAAS_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start kfaas local");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdin = child.stdin.take();
         collect(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
         collect(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -61,6 +64,7 @@ impl LocalServer {
             if let Some((addr, admin)) = found {
                 return Self {
                     child,
+                    stdin_pipe: stdin,
                     addr,
                     admin,
                     stdout,
@@ -111,6 +115,16 @@ impl LocalServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Closes the pipe on `kfaas local`'s stdin, as this process ending would.
+    pub fn close_stdin(&mut self) {
+        self.stdin_pipe.take();
+    }
+
+    /// Whether the `kfaas local` process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// The direct children of the `kfaas local` process (its function instances).
