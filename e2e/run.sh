@@ -139,7 +139,7 @@ fi
 say "running the e2e suite"
 cd "$REPO"
 set +e
-cargo test --locked --offline -p kfaas-e2e -- --include-ignored "${TEST_ARGS[@]}"
+cargo test --locked --offline --no-fail-fast -p kfaas-e2e -- --include-ignored "${TEST_ARGS[@]}"
 STATUS=$?
 set -e
 if command -v kubectl >/dev/null; then kubectl get nodes,pods -A -o wide >&2 || true; fi

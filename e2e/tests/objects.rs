@@ -48,6 +48,10 @@ async fn every_example_is_accepted() {
     // One namespace per example directory: examples may reuse names (a Stage `dev`, ...).
     let mut by_dir: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for file in yaml_files(&examples) {
+        // SAM templates (examples/sam-hello) are input to `kfaas import sam`, not objects.
+        if std::fs::read_to_string(&file).is_ok_and(|t| t.contains("AWS::Serverless")) {
+            continue;
+        }
         let rel = file.strip_prefix(&examples).expect("under examples/");
         let dir = rel
             .components()
