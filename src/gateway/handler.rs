@@ -12,6 +12,7 @@ use std::{
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header, request::Parts};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 
 use super::{
     access_log::{AccessLog, AccessRecord},
@@ -22,12 +23,18 @@ use super::{
     metrics::{ErrorLabels, GatewayMetrics},
     policy::{
         cache::{CACHE_STATUS_HEADER, CacheLookup, ResponseCache},
-        compiled::PolicyState,
+        clock::SystemClock,
+        compiled::{PolicyLimits, PolicyState},
         cors::CorsPolicy,
+        jwks::HttpJwksFetcher,
     },
     table::{Matched, RouteEntry, RouteTable, host_without_port},
 };
-use crate::api::FunctionProtocol;
+use crate::{
+    api::FunctionProtocol,
+    autoscaler::{ScalingPolicy, driver::PolicySource},
+    backend::{Backend, FunctionKey},
+};
 
 /// Size limits, API Gateway's by default.
 #[derive(Clone, Debug)]
@@ -64,6 +71,58 @@ pub struct Gateway {
     pub api_id: String,
     /// Metrics of requests that matched no route.
     pub unrouted: super::metrics::RouteMetrics,
+}
+
+impl Gateway {
+    /// A gateway over `backend` with an empty table (its configuration is installed next, see
+    /// [`super::config`]), API Gateway's limits and the system clock: what `kfaas local` and
+    /// `kfaas gateway` both serve with. Returns the demand channel the autoscaler reads.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        max_held_requests: u32,
+        access_log: bool,
+        api_id: String,
+    ) -> (Self, mpsc::UnboundedReceiver<FunctionKey>) {
+        let metrics = Arc::new(GatewayMetrics::new());
+        let (demand_tx, demand_rx) = mpsc::unbounded_channel();
+        let activator = Arc::new(Activator::new(
+            backend,
+            max_held_requests,
+            demand_tx,
+            Arc::clone(&metrics),
+        ));
+        let gateway = Self {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            activator,
+            invoker: Invoker::new(),
+            unrouted: metrics.route("", "", ""),
+            metrics,
+            access_log: if access_log {
+                AccessLog::spawn(Box::new(std::io::stdout()))
+            } else {
+                AccessLog::disabled()
+            },
+            limits: Limits::default(),
+            policies: Arc::new(PolicyState::new(
+                SystemClock::shared(),
+                Arc::new(HttpJwksFetcher::new(Duration::from_secs(5))),
+                PolicyLimits::default(),
+            )),
+            api_id,
+        };
+        (gateway, demand_rx)
+    }
+}
+
+/// The autoscaler scales the functions of the table being served.
+impl PolicySource for Gateway {
+    fn policies(&self) -> Vec<(FunctionKey, ScalingPolicy)> {
+        self.table
+            .load()
+            .functions()
+            .map(|f| (f.key.clone(), f.policy.clone()))
+            .collect()
+    }
 }
 
 /// What is known of a request by the time it is answered, for the log line and CORS.

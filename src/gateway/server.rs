@@ -130,3 +130,20 @@ pub fn local_addr(listener: &TcpListener) -> SocketAddr {
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
+
+/// Completes on Ctrl-C or SIGTERM (a supervisor, `kill`, Kubernetes) and says which, so both
+/// are handled as the same graceful stop.
+pub async fn stop_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = terminate => "SIGTERM",
+    }
+}

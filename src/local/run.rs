@@ -8,8 +8,7 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -18,20 +17,11 @@ use super::{
 };
 use crate::{
     api::{Function, FunctionProtocol, FunctionRuntime},
-    autoscaler::{ScalingPolicy, driver::PolicySource},
+    autoscaler::driver::PolicySource,
     backend::{Backend, FunctionKey},
     gateway::{
-        access_log::AccessLog,
-        activator::Activator,
         config as gateway_config,
-        handler::{Gateway, Limits},
-        invoke::Invoker,
-        metrics::GatewayMetrics,
-        policy::{
-            clock::SystemClock,
-            compiled::{PolicyLimits, PolicyState},
-            jwks::HttpJwksFetcher,
-        },
+        handler::Gateway,
         server,
         table::{RouteTable, concurrency},
     },
@@ -113,20 +103,6 @@ fn local_specs(config: &LocalConfig) -> Vec<LocalFunctionSpec> {
         .collect()
 }
 
-/// The scaling policies of the functions in the current table.
-struct TablePolicies(Arc<Gateway>);
-
-impl PolicySource for TablePolicies {
-    fn policies(&self) -> Vec<(FunctionKey, ScalingPolicy)> {
-        self.0
-            .table
-            .load()
-            .functions()
-            .map(|f| (f.key.clone(), f.policy.clone()))
-            .collect()
-    }
-}
-
 /// Installs the table and the policies and prints what could not be served.
 fn install_config(config: &LocalConfig, gateway: &Gateway) {
     let warnings =
@@ -175,14 +151,6 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     );
     instances.set_functions(local_specs(&config));
     let backend: Arc<dyn Backend> = instances.clone();
-    let metrics = Arc::new(GatewayMetrics::new());
-    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
-    let activator = Arc::new(Activator::new(
-        Arc::clone(&backend),
-        options.max_held_requests,
-        demand_tx,
-        Arc::clone(&metrics),
-    ));
     let listener =
         TcpListener::bind(options.listen)
             .await
@@ -197,25 +165,13 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
             source,
         })?;
     let addr = server::local_addr(&listener);
-    let gateway = Arc::new(Gateway {
-        table: ArcSwap::from_pointee(RouteTable::default()),
-        activator: Arc::clone(&activator),
-        invoker: Invoker::new(),
-        metrics: Arc::clone(&metrics),
-        access_log: if options.access_log {
-            AccessLog::spawn(Box::new(std::io::stdout()))
-        } else {
-            AccessLog::disabled()
-        },
-        limits: Limits::default(),
-        policies: Arc::new(PolicyState::new(
-            SystemClock::shared(),
-            Arc::new(HttpJwksFetcher::new(Duration::from_secs(5))),
-            PolicyLimits::default(),
-        )),
-        api_id: "local".into(),
-        unrouted: metrics.route("", "", ""),
-    });
+    let (gateway, demand_rx) = Gateway::new(
+        Arc::clone(&backend),
+        options.max_held_requests,
+        options.access_log,
+        "local".into(),
+    );
+    let gateway = Arc::new(gateway);
     install_config(&config, &gateway);
 
     println!(
@@ -227,10 +183,10 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
 
     let ready = Arc::new(AtomicBool::new(true));
     let scaler = tokio::spawn(crate::autoscaler::driver::run(
-        Arc::new(TablePolicies(Arc::clone(&gateway))),
-        Arc::clone(&activator),
+        Arc::clone(&gateway) as Arc<dyn PolicySource>,
+        Arc::clone(&gateway.activator),
         Arc::clone(&backend),
-        Arc::clone(&metrics),
+        Arc::clone(&gateway.metrics),
         demand_rx,
         Duration::from_secs(1),
     ));
@@ -249,23 +205,10 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     ));
 
     let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
-    // SIGTERM (a supervisor, `kill`) stops as gracefully as Ctrl-C: instances are stopped too.
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
         () = serve => {}
-        _ = tokio::signal::ctrl_c() => {
-            println!("kfaas local: stopping");
-            shutdown.cancel();
-        }
-        () = terminate => {
-            println!("kfaas local: stopping (SIGTERM)");
+        which = server::stop_signal() => {
+            println!("kfaas local: stopping ({which})");
             shutdown.cancel();
         }
     }

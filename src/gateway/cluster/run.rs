@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -21,29 +20,17 @@ use kube::{
     api::{Api, ApiResource, DynamicObject},
     runtime::{WatchStreamExt, reflector, watcher},
 };
-use tokio::{
-    net::TcpListener,
-    sync::{Notify, mpsc},
-};
+use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{backend::KubeBackend, objects, usage_status};
 use crate::{
     api::{Function, Route, Stage, UsagePlan},
-    autoscaler::{ScalingPolicy, driver::PolicySource},
-    backend::{Backend, FunctionKey},
+    autoscaler::driver::PolicySource,
+    backend::Backend,
     gateway::{
-        access_log::AccessLog,
-        activator::Activator,
         config::{ConfigWarning, GatewayConfig, install},
-        handler::{Gateway, Limits},
-        invoke::Invoker,
-        metrics::GatewayMetrics,
-        policy::{
-            clock::SystemClock,
-            compiled::{PolicyLimits, PolicyState},
-            jwks::HttpJwksFetcher,
-        },
+        handler::Gateway,
         server,
         table::TableInput,
     },
@@ -212,20 +199,6 @@ async fn read_secrets(
     (secrets, warnings)
 }
 
-/// The scaling policies of the functions in the current table.
-struct TablePolicies(Arc<Gateway>);
-
-impl PolicySource for TablePolicies {
-    fn policies(&self) -> Vec<(FunctionKey, ScalingPolicy)> {
-        self.0
-            .table
-            .load()
-            .functions()
-            .map(|f| (f.key.clone(), f.policy.clone()))
-            .collect()
-    }
-}
-
 /// Rebuilds the gateway's configuration after every change (debounced), and every
 /// `refresh` to pick up rotated Secrets. Marks the gateway ready after the first build.
 async fn rebuild_loop(
@@ -305,33 +278,13 @@ pub async fn run(
     let namespace = options.namespace.as_deref();
     let kube_backend = KubeBackend::start(client.clone(), namespace, &options.gateway_id);
     let backend: Arc<dyn Backend> = kube_backend.clone();
-    let metrics = Arc::new(GatewayMetrics::new());
-    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
-    let activator = Arc::new(Activator::new(
+    let (gateway, demand_rx) = Gateway::new(
         Arc::clone(&backend),
         options.max_held_requests,
-        demand_tx,
-        Arc::clone(&metrics),
-    ));
-    let gateway = Arc::new(Gateway {
-        table: ArcSwap::from_pointee(Default::default()),
-        activator: Arc::clone(&activator),
-        invoker: Invoker::new(),
-        metrics: Arc::clone(&metrics),
-        access_log: if options.access_log {
-            AccessLog::spawn(Box::new(std::io::stdout()))
-        } else {
-            AccessLog::disabled()
-        },
-        limits: Limits::default(),
-        policies: Arc::new(PolicyState::new(
-            SystemClock::shared(),
-            Arc::new(HttpJwksFetcher::new(Duration::from_secs(5))),
-            PolicyLimits::default(),
-        )),
-        api_id: options.api_id.clone(),
-        unrouted: metrics.route("", "", ""),
-    });
+        options.access_log,
+        options.api_id.clone(),
+    );
+    let gateway = Arc::new(gateway);
     let stores = Stores::start(&client, namespace);
     let ready = Arc::new(AtomicBool::new(false));
     println!(
@@ -355,10 +308,10 @@ pub async fn run(
             shutdown.clone(),
         )),
         tokio::spawn(crate::autoscaler::driver::run(
-            Arc::new(TablePolicies(Arc::clone(&gateway))),
-            Arc::clone(&activator),
+            Arc::clone(&gateway) as Arc<dyn PolicySource>,
+            Arc::clone(&gateway.activator),
             Arc::clone(&backend),
-            Arc::clone(&metrics),
+            Arc::clone(&gateway.metrics),
             demand_rx,
             Duration::from_secs(1),
         )),
@@ -376,18 +329,9 @@ pub async fn run(
         )),
     ];
     let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
         () = serve => {}
-        _ = tokio::signal::ctrl_c() => shutdown.cancel(),
-        () = terminate => shutdown.cancel(),
+        _ = server::stop_signal() => shutdown.cancel(),
     }
     println!("kfaas gateway: stopping");
     for task in tasks {
