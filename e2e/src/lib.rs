@@ -137,6 +137,26 @@ pub async fn create(client: &Client, ns: &str, doc: &Value) -> Result<DynamicObj
     api.create(&PostParams::default(), &obj).await
 }
 
+/// Server-side applies an untyped object (kfaas kinds included) in `ns`; panics naming the
+/// object when the API server refuses it.
+pub async fn apply(client: &Client, ns: &str, doc: &Value) -> DynamicObject {
+    let api = dynamic_api(client, ns, doc).expect("apiVersion and kind");
+    let name = name_of(doc).expect("metadata.name");
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(doc),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+/// The API of one kfaas kind in `ns`.
+pub fn kfaas_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let doc = serde_json::json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": kind});
+    dynamic_api(client, ns, &doc).expect("kfaas kind")
+}
+
 /// Applies every CRD in crds/ with server-side apply and waits until each is Established.
 /// Idempotent: every test that needs the CRDs calls it.
 pub async fn ensure_crds(client: &Client) -> Result<Vec<String>> {

@@ -14,24 +14,12 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
 use kfaas_e2e::{
-    MANAGER, client, dynamic_api, ensure_crds,
+    apply, client, ensure_crds,
     gateway::{request, start_gateway},
-    temp_namespace, wait_for,
+    kfaas_api, temp_namespace, wait_for,
 };
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
-
-async fn apply(client: &kube::Client, ns: &str, doc: Value) {
-    let api = dynamic_api(client, ns, &doc).expect("api");
-    let name = kfaas_e2e::name_of(&doc).expect("name");
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&doc),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
 
 async fn deployment_replicas(api: &Api<Deployment>, name: &str) -> Result<i32> {
     Ok(api.get(name).await?.spec.replicas.unwrap_or(-1))
@@ -65,13 +53,13 @@ async fn hello_function(client: &kube::Client, ns: &str) {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "hello-code"}, "data": {"index.js": code},
         }),
     )
     .await;
-    apply(&client, &ns, json!({
+    apply(&client, &ns, &json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "hello", "labels": {"kfaas.dev/function": "hello"}},
         "spec": {
@@ -104,7 +92,7 @@ async fn hello_function(client: &kube::Client, ns: &str) {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "hello", "labels": {"kfaas.dev/function": "hello"}},
             "spec": {
@@ -118,7 +106,7 @@ async fn hello_function(client: &kube::Client, ns: &str) {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": "hello"},
             "spec": {"runtime": "nodejs", "handler": "index.handler",
                      "code": {"configMap": "hello-code"}, "timeoutSeconds": 10,
@@ -142,7 +130,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "prod"},
             "spec": {"api": "shop", "basePath": "/prod"},
         }),
@@ -151,7 +139,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "hello"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/hello", "function": "hello",
                      "auth": {"apiKeyRequired": true}},
@@ -161,7 +149,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "me"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/me", "function": "hello",
                      "auth": {"type": "jwt", "jwt": {"issuer": "https://issuer.example",
@@ -175,7 +163,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "issuer-keys"},
             "stringData": {"jwks.json": jwks},
         }),
@@ -184,7 +172,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
             "stringData": {"apiKey": "alice-secret-value"},
         }),
@@ -193,7 +181,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan", "metadata": {"name": "basic"},
             "spec": {"stages": [{"api": "shop", "stage": "prod"}],
                      "quota": {"limit": 3, "period": "DAY"},
@@ -252,12 +240,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     );
 
     // The plan's status shows the key's use (the key id, never the key).
-    let plans = dynamic_api(
-        &client,
-        &ns,
-        &json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan"}),
-    )
-    .expect("api");
+    let plans = kfaas_api(&client, &ns, "UsagePlan");
     wait_for(
         "UsagePlan basic status.usage",
         Duration::from_secs(20),
@@ -301,7 +284,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "ghost"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/ghost", "function": "nowhere"},
         }),
@@ -327,7 +310,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
             "stringData": {"apiKey": "alice-rotated-value"},
         }),
@@ -356,7 +339,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
 
     // A function whose pods cannot start (an image the node cannot run) is a 502 as soon as the
     // pod reports why, not a wait for the integration timeout; the reason is in the access log.
-    apply(&client, &ns, json!({
+    apply(&client, &ns, &json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "broken", "labels": {"kfaas.dev/function": "broken"}},
         "spec": {
@@ -373,7 +356,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": "broken"},
             "spec": {"image": "kfaas.dev/no-such-image", "timeoutSeconds": 30},
         }),
@@ -382,7 +365,7 @@ async fn the_gateway_scales_from_zero_routes_enforces_keys_and_quota_and_reports
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "broken"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/broken", "function": "broken"},
         }),
@@ -456,7 +439,7 @@ async fn an_idle_gateway_replica_does_not_scale_away_what_another_serves() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "prod"},
             "spec": {"api": "shop", "basePath": "/prod"},
         }),
@@ -465,7 +448,7 @@ async fn an_idle_gateway_replica_does_not_scale_away_what_another_serves() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "open"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/hello", "function": "hello"},
         }),

@@ -9,34 +9,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kfaas_e2e::{
-    MANAGER, client, dynamic_api, ensure_crds,
+    apply, client, ensure_crds,
     gateway::{request, start_gateway},
+    kfaas_api,
     process::KfaasProcess,
     temp_namespace, wait_for,
 };
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
-
-async fn apply(client: &kube::Client, ns: &str, doc: Value) {
-    let api = dynamic_api(client, ns, &doc).expect("api");
-    let name = kfaas_e2e::name_of(&doc).expect("name");
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&doc),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-fn kfaas_api(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
-    dynamic_api(
-        client,
-        ns,
-        &json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": kind}),
-    )
-    .expect("api")
-}
 
 #[tokio::test]
 #[ignore = "e2e: needs a cluster, run e2e/run.sh"]
@@ -73,7 +53,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": "hello"},
             "spec": {"runtime": "nodejs", "handler": "index.handler",
                      "code": {"inline": {"index.js": code}}, "timeoutSeconds": 10,
@@ -84,7 +64,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Stage", "metadata": {"name": "prod"},
             "spec": {"api": "shop", "basePath": "/prod"},
         }),
@@ -93,7 +73,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "hello"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/hello", "function": "hello",
                      "auth": {"apiKeyRequired": true}},
@@ -103,7 +83,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-key"},
             "stringData": {"apiKey": "alice-secret-value"},
         }),
@@ -112,7 +92,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "UsagePlan", "metadata": {"name": "basic"},
             "spec": {"stages": [{"api": "shop", "stage": "prod"}],
                      "quota": {"limit": 5, "period": "MONTH"},
@@ -206,7 +186,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
         apply(
             &client,
             &ns,
-            json!({
+            &json!({
                 "apiVersion": "kfaas.dev/v1alpha1", "kind": "Function", "metadata": {"name": name},
                 "spec": {"runtime": "nodejs", "handler": "index.handler",
                          "code": {"inline": {"index.js": code}}, "timeoutSeconds": 10},
@@ -217,7 +197,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     apply(
         &client,
         &ns,
-        json!({
+        &json!({
             "apiVersion": "kfaas.dev/v1alpha1", "kind": "Route", "metadata": {"name": "private"},
             "spec": {"api": "shop", "methods": ["GET"], "path": "/private", "function": "whoami",
                      "auth": {"type": "function", "authorizer": {

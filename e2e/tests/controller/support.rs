@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
-use kfaas_e2e::{
-    MANAGER, api_resource, client, ensure_crds, process::KfaasProcess, temp_namespace, wait_for,
-};
+use kfaas_e2e::{client, ensure_crds, process::KfaasProcess, temp_namespace, wait_for};
 use kube::{
     Client,
-    api::{Api, DynamicObject, ListParams, Patch, PatchParams},
+    api::{Api, DynamicObject, ListParams},
 };
 use serde_json::{Value, json};
 
@@ -53,30 +51,7 @@ pub async fn setup(prefix: &str) -> (Client, String) {
     (client, ns)
 }
 
-/// Server-side applies an untyped object (kfaas kinds included) in `ns`.
-pub async fn apply(client: &Client, ns: &str, doc: &Value) -> DynamicObject {
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        ns,
-        &api_resource(doc).expect("apiVersion and kind"),
-    );
-    let name = doc
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
-}
-
-pub fn kfaas_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
-    let doc = json!({"apiVersion": "kfaas.dev/v1alpha1", "kind": kind});
-    Api::namespaced_with(client.clone(), ns, &api_resource(&doc).expect("resource"))
-}
+pub use kfaas_e2e::{apply, kfaas_api};
 
 /// The `Ready` condition of a kfaas object as (status, reason, message).
 pub fn ready_condition(obj: &DynamicObject) -> Option<(String, String, String)> {
