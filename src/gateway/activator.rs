@@ -11,6 +11,7 @@ use std::{
     time::Instant,
 };
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::{error::GatewayError, metrics::GatewayMetrics};
@@ -30,6 +31,9 @@ pub struct FunctionLoad {
     /// Milliseconds since the activator's epoch of the last request; 0 = never.
     last_request_ms: AtomicU64,
     released: Notify,
+    /// `kfaas_gateway_integration_duration_seconds` of this function, looked up once so the
+    /// request path does not hash a label set.
+    integration: Histogram,
 }
 
 impl FunctionLoad {
@@ -84,6 +88,11 @@ pub struct Lease {
 impl Lease {
     pub fn instance(&self) -> &Instance {
         &self.instances[self.index]
+    }
+
+    /// Records how long the function took to answer on this slot.
+    pub fn observe_integration(&self, took: std::time::Duration) {
+        self.load.integration.observe(took.as_secs_f64());
     }
 }
 
@@ -162,6 +171,11 @@ impl Activator {
                 held: AtomicU32::new(0),
                 last_request_ms: AtomicU64::new(0),
                 released: Notify::new(),
+                integration: self.metrics.integration_duration.get_or_create_owned(
+                    &super::metrics::FunctionLabels {
+                        function: key.to_string(),
+                    },
+                ),
             })
         });
         Ok(Arc::clone(load))

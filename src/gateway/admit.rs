@@ -54,7 +54,8 @@ impl Gateway {
                 .strip_prefix("$request.header.")
                 .unwrap_or("authorization");
             let value = call.parts.headers.get(header).and_then(|v| v.to_str().ok());
-            match self.policies.jwt.authorize(jwt, value).await {
+            // Boxed, as the authorizer call below: routes without them keep a small future.
+            match Box::pin(self.policies.jwt.authorize(jwt, value)).await {
                 Ok(identity) => {
                     if wants_event {
                         admitted.authorizer =
@@ -70,9 +71,8 @@ impl Gateway {
             }
         }
         if let Some(config) = &policies.authorizer {
-            admitted.authorizer = self
-                .lambda_authorize(call, config, table, deadline, trace)
-                .await?;
+            admitted.authorizer =
+                Box::pin(self.lambda_authorize(call, config, table, deadline, trace)).await?;
         }
 
         let keys = self.policies.api_keys.load();

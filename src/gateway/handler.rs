@@ -10,7 +10,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header, request::Parts};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
@@ -28,7 +28,7 @@ use super::{
         cors::CorsPolicy,
         jwks::HttpJwksFetcher,
     },
-    table::{Matched, RouteEntry, RouteTable, host_without_port},
+    table::{FunctionEntry, Matched, RouteEntry, RouteTable, host_without_port},
 };
 use crate::{
     api::FunctionProtocol,
@@ -129,7 +129,7 @@ impl PolicySource for Gateway {
 #[derive(Default)]
 pub(super) struct Trace {
     pub route: Option<Arc<RouteEntry>>,
-    pub function: Option<String>,
+    pub function: Option<Arc<FunctionEntry>>,
     pub integration: Option<Duration>,
     pub cold: bool,
     pub source_ip: Option<IpAddr>,
@@ -191,7 +191,7 @@ impl Gateway {
     ) -> Response<Body> {
         let started = Instant::now();
         let request_time = chrono::Utc::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = new_request_id();
         // What only the access log needs is copied only when it is on.
         let logged = self.access_log.enabled().then(|| {
             let user_agent = request
@@ -209,16 +209,17 @@ impl Gateway {
         let protocol = version_name(request.version());
         let mut trace = Trace::default();
 
+        let clock = RequestClock {
+            started,
+            request_time,
+        };
         let result = self
-            .serve(request, peer, &request_id, request_time, &mut trace)
+            .serve(request, peer, &request_id, clock, &mut trace)
             .await;
         let (mut response, error) = match result {
             Ok(response) => (response, None),
             Err(e) => (e.to_response().map(full), Some(e)),
         };
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("apigw-requestid", id);
-        }
         // CORS headers on every answer of a CORS route, the gateway's own errors included.
         if let Some(cors) = trace
             .route
@@ -254,13 +255,14 @@ impl Gateway {
             None => self.unrouted.observe(status, elapsed.as_secs_f64()),
         }
         let Some((method, path, user_agent)) = logged else {
+            response.headers_mut().insert(APIGW_REQUEST_ID, request_id);
             return response;
         };
         let response_length = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
         self.access_log.log(&AccessRecord {
-            request_id: &request_id,
+            request_id: request_id.to_str().unwrap_or_default(),
             ip: trace.source_ip.unwrap_or(peer.ip()).to_string(),
             request_time: request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
             http_method: method.as_str(),
@@ -273,13 +275,14 @@ impl Gateway {
             response_length,
             response_latency: round_ms(elapsed),
             integration_latency: trace.integration.map(round_ms),
-            function: trace.function.as_deref(),
+            function: trace.function.as_ref().map(|f| f.key.name.as_str()),
             user_agent: user_agent.as_deref(),
             api_key_id: trace.api_key_id.as_deref(),
             cold_start: trace.cold,
             error: error.as_ref().map(GatewayError::category),
             error_message: error.as_ref().map(ToString::to_string),
         });
+        response.headers_mut().insert(APIGW_REQUEST_ID, request_id);
         response
     }
 
@@ -287,11 +290,10 @@ impl Gateway {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
-        request_id: &str,
-        request_time: chrono::DateTime<chrono::Utc>,
+        request_id: &HeaderValue,
+        clock: RequestClock,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
-        let started = Instant::now();
         let header_bytes: usize = request
             .headers()
             .iter()
@@ -354,12 +356,12 @@ impl Gateway {
             matched: &matched,
             variables,
             source_ip,
-            request_id,
-            request_time,
+            request_id: request_id.to_str().unwrap_or_default(),
+            request_time: clock.request_time,
             host,
             api_id: &self.api_id,
         };
-        let deadline = started + matched.route.timeout;
+        let deadline = clock.started + matched.route.timeout;
         // Only a lambda function's event carries the authorizer's output; for an http function
         // it is not built at all.
         let wants_event = function
@@ -384,7 +386,7 @@ impl Gateway {
                 route: matched.route.object.clone(),
                 reason: format!("function {key} does not exist"),
             })?;
-        trace.function = Some(key.name.clone());
+        trace.function = Some(Arc::clone(entry));
 
         let mut response = match entry.protocol {
             FunctionProtocol::Lambda => {
@@ -415,9 +417,11 @@ impl Gateway {
                         .insert(CACHE_STATUS_HEADER, HeaderValue::from_static("HIT"));
                     response
                 } else {
-                    let mapped = self
-                        .call_lambda(&call, body, entry, &admitted, deadline, trace)
-                        .await?;
+                    // Boxed: the event building and mapping would otherwise make every request's
+                    // future (http ones too) larger, and futures are moved by copying.
+                    let mapped =
+                        Box::pin(self.call_lambda(&call, body, entry, &admitted, deadline, trace))
+                            .await?;
                     let (mut head, bytes) = mapped.into_parts();
                     if let Some((policy, key, lookup)) = cache_key {
                         let status = lookup.header_value();
@@ -453,7 +457,7 @@ impl Gateway {
             let variant = if canary.is_some() { "canary" } else { "stable" };
             response
                 .headers_mut()
-                .insert("x-kfaas-stage-variant", HeaderValue::from_static(variant));
+                .insert(STAGE_VARIANT, HeaderValue::from_static(variant));
         }
         Ok(response)
     }
@@ -464,6 +468,27 @@ impl Gateway {
             .get_or_create(&super::metrics::CacheLabels { result })
             .inc();
     }
+}
+
+/// The response header carrying the request id, as API Gateway's HTTP APIs name it.
+const APIGW_REQUEST_ID: HeaderName = HeaderName::from_static("apigw-requestid");
+/// Which side of a stage's canary answered.
+const STAGE_VARIANT: HeaderName = HeaderName::from_static("x-kfaas-stage-variant");
+
+/// When a request arrived: the monotonic instant deadlines count from, and the wall-clock time
+/// events and the access log show.
+#[derive(Clone, Copy)]
+struct RequestClock {
+    started: Instant,
+    request_time: chrono::DateTime<chrono::Utc>,
+}
+
+/// A new request id (a UUID v4), made once as the header value it travels in: in the answer,
+/// to `http` functions (`X-Request-Id`) and to the runtime.
+fn new_request_id() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Milliseconds with microsecond precision, as the access log shows them.

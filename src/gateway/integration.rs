@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header, request::Parts};
+use http::{HeaderName, HeaderValue, Request, Response, header, request::Parts};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -19,7 +19,6 @@ use super::{
     event::{build_v1, build_v2},
     handler::{Call, Gateway, Trace},
     invoke::{Body, BoxError, LambdaOutcome, UpstreamBody},
-    metrics::FunctionLabels,
     response::{map_v1, map_v2},
     table::FunctionEntry,
 };
@@ -30,7 +29,7 @@ pub(super) struct Forward<'a> {
     pub stage_path: &'a str,
     pub timeout: Duration,
     pub peer: SocketAddr,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
 }
 
 impl Gateway {
@@ -101,7 +100,6 @@ impl Gateway {
         timeout: Duration,
         trace: &mut Trace,
     ) -> Result<LambdaOutcome, GatewayError> {
-        let function = entry.key.to_string();
         let acquired = self.activator.acquire(&entry.key, deadline).await?;
         trace.cold |= acquired.cold;
         let invoked = Instant::now();
@@ -111,22 +109,17 @@ impl Gateway {
                 .invoke_lambda(acquired.lease.instance().addr, request_id, event),
         )
         .await;
-        drop(acquired);
         let integration = invoked.elapsed();
+        acquired.lease.observe_integration(integration);
+        drop(acquired);
         trace.integration = Some(trace.integration.unwrap_or_default() + integration);
-        self.metrics
-            .integration_duration
-            .get_or_create(&FunctionLabels {
-                function: function.clone(),
-            })
-            .observe(integration.as_secs_f64());
         outcome
             .map_err(|_| GatewayError::IntegrationTimeout {
-                function: function.clone(),
+                function: entry.key.to_string(),
                 timeout_ms: timeout.as_millis(),
             })?
             .map_err(|e| GatewayError::Unreachable {
-                function,
+                function: entry.key.to_string(),
                 reason: e.to_string(),
             })
     }
@@ -157,7 +150,6 @@ impl Gateway {
             .boxed();
         let request = Request::from_parts(parts, body);
 
-        let function = entry.key.to_string();
         let acquired = self.activator.acquire(&entry.key, deadline).await?;
         trace.cold = acquired.cold;
         let invoked = Instant::now();
@@ -169,18 +161,16 @@ impl Gateway {
         )
         .await
         .map_err(|_| GatewayError::IntegrationTimeout {
-            function: function.clone(),
+            function: entry.key.to_string(),
             timeout_ms: forward.timeout.as_millis(),
         })?
         .map_err(|e| GatewayError::Unreachable {
-            function: function.clone(),
+            function: entry.key.to_string(),
             reason: e.to_string(),
         })?;
-        trace.integration = Some(invoked.elapsed());
-        self.metrics
-            .integration_duration
-            .get_or_create(&FunctionLabels { function })
-            .observe(invoked.elapsed().as_secs_f64());
+        let integration = invoked.elapsed();
+        trace.integration = Some(integration);
+        lease.observe_integration(integration);
         // The slot stays taken until the body has streamed out.
         Ok(response.map(|body| {
             LeasedBody {
@@ -252,20 +242,52 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> 
     }
 }
 
-fn add_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, request_id: &str) {
-    let ip = peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", v);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The `X-Forwarded-*` headers and the request id an `http` function is sent. Every proxied
+/// request takes this path, so the names are constants and the peer's address is written without
+/// an intermediate `String`.
+fn add_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, request_id: &HeaderValue) {
+    use std::io::Write as _;
+    let mut forwarded_for = Vec::with_capacity(64);
+    if let Some(existing) = headers.get(&X_FORWARDED_FOR) {
+        forwarded_for.extend_from_slice(existing.as_bytes());
+        forwarded_for.extend_from_slice(b", ");
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // Writing to a Vec does not fail.
+    let _ = write!(forwarded_for, "{}", peer.ip());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_extend_a_client_chain_and_carry_the_request_id() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("api.example.com"));
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        let id = HeaderValue::from_static("c0ffee00-0000-4000-8000-000000000001");
+        add_forwarded(&mut headers, "[2001:db8::1]:4000".parse().unwrap(), &id);
+        assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.7, 2001:db8::1");
+        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[&X_FORWARDED_HOST], "api.example.com");
+        assert_eq!(headers[&X_REQUEST_ID], id);
+
+        let mut headers = http::HeaderMap::new();
+        add_forwarded(&mut headers, "127.0.0.1:9".parse().unwrap(), &id);
+        assert_eq!(headers[&X_FORWARDED_FOR], "127.0.0.1");
+        assert!(!headers.contains_key(&X_FORWARDED_HOST));
     }
 }

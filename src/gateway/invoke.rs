@@ -67,13 +67,14 @@ impl Invoker {
         request_id: &str,
         event: Bytes,
     ) -> Result<LambdaOutcome, InvokeError> {
+        const REQUEST_ID: HeaderName = HeaderName::from_static("x-kfaas-request-id");
         let mut request = Request::post(INVOKE_PATH)
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(event))
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         set_host(request.headers_mut(), addr);
         if let Ok(id) = HeaderValue::from_str(request_id) {
-            request.headers_mut().insert("x-kfaas-request-id", id);
+            request.headers_mut().insert(REQUEST_ID, id);
         }
         let response = self
             .pool

@@ -74,7 +74,7 @@ impl Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -165,7 +165,7 @@ impl UpstreamPool {
 
     /// The most recently used idle connection to `addr` that is still open, and how long it
     /// was idle.
-    fn checkout(&self, addr: SocketAddr) -> Option<(Conn, Duration)> {
+    fn checkout(&self, addr: SocketAddr) -> Option<(Box<Conn>, Duration)> {
         let mut idle = self.lock();
         let list = idle.by_addr.get_mut(&addr)?;
         let now = Instant::now();
@@ -180,26 +180,30 @@ impl UpstreamPool {
         None
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, UpstreamError> {
+    /// A new connection, boxed: hyper's connection state is large, and every future and body
+    /// that holds a connection is moved by copying on each request.
+    async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
         let failed = |reason: String| UpstreamError::Connect { addr, reason };
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| failed(format!("timed out after {:?}", self.connect_timeout)))?
             .map_err(|e| failed(e.to_string()))?;
         let _ = stream.set_nodelay(true);
+        // Flat writes (`send`) rather than `writev`, as on the server side.
         let (sender, driver) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             sender,
             driver,
             ended: false,
-        })
+        }))
     }
 
     /// Puts a connection whose exchange is complete back, if it can take another request.
-    fn checkin(&self, addr: SocketAddr, mut conn: Conn) {
+    fn checkin(&self, addr: SocketAddr, mut conn: Box<Conn>) {
         // One more poll lets it finish the exchange and ask for the next request; an answer
         // with `Connection: close` ends it here.
         if !conn.poll_detached() || !conn.sender.is_ready() {
@@ -250,7 +254,7 @@ pin_project_lite::pin_project! {
     pub struct UpstreamBody {
         #[pin]
         body: Incoming,
-        conn: Option<Conn>,
+        conn: Option<Box<Conn>>,
         pool: Arc<UpstreamPool>,
         addr: SocketAddr,
     }
