@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use common::{LocalServer, repo};
 use serde_json::Value;
 
+/// One serving thread, so one pool: which thread accepts a client connection does not matter.
 fn server() -> LocalServer {
     LocalServer::start(
         &repo().join("tests/fixtures/upstream"),
-        &["--no-access-log"],
+        &["--no-access-log", "--worker-threads", "1"],
     )
 }
 
@@ -146,4 +147,24 @@ async fn concurrent_requests_each_get_their_answer() {
     for task in tasks {
         task.await.expect("task");
     }
+}
+
+#[tokio::test]
+async fn each_serving_thread_keeps_its_own_connections() {
+    let server = LocalServer::start(
+        &repo().join("tests/fixtures/upstream"),
+        &["--no-access-log", "--worker-threads", "2"],
+    );
+    let mut ports = std::collections::HashSet::new();
+    for n in 0..12 {
+        let (status, body) = call(&server, reqwest::Method::GET, &format!("/t{n}")).await;
+        assert_eq!(status, 200, "{body}");
+        ports.insert(body["port"].to_string());
+    }
+    // Twelve requests one after another, each on a new client connection that either thread may
+    // accept: at most one upstream connection per thread.
+    assert!(
+        (1..=2).contains(&ports.len()),
+        "upstream connections used: {ports:?}"
+    );
 }

@@ -23,7 +23,7 @@ pub struct Args {
     /// Do not print the JSON access-log lines.
     #[arg(long, env = "KFAAS_NO_ACCESS_LOG")]
     no_access_log: bool,
-    /// Threads serving requests (default: one per core).
+    /// Threads serving requests, each with the connections it accepted (default: one per core).
     #[arg(long, env = "KFAAS_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Requests a function may hold waiting for a free instance before new ones get 503.
@@ -53,12 +53,15 @@ pub fn run(args: Args) -> ExitCode {
         kfaas_bin,
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
+        serving_threads: args
+            .worker_threads
+            .unwrap_or_else(super::available_cores)
+            .max(1),
     };
+    // Requests are served on threads of their own (`gateway::server::serve`); this runtime runs
+    // the rest (config, scaling, instances, admin), which is light.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(threads) = args.worker_threads {
-        builder.worker_threads(threads.max(1));
-    }
+    builder.enable_all().worker_threads(1);
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -57,3 +57,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => import::run(args),
     }
 }
+
+/// Cores this process may run on: the default number of threads serving requests.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}

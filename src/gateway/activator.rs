@@ -3,7 +3,6 @@
 //! function at zero starts on the first request.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -14,7 +13,7 @@ use std::{
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{error::GatewayError, metrics::GatewayMetrics};
+use super::{FastMap, error::GatewayError, metrics::GatewayMetrics};
 use crate::backend::{Backend, FunctionKey, Instance, ReadyInstances};
 
 /// How often a held request checks whether its function's instances fail to start.
@@ -25,7 +24,7 @@ pub struct FunctionLoad {
     pub key: FunctionKey,
     ready: watch::Receiver<ReadyInstances>,
     /// In-flight invocations per instance id.
-    slots: Mutex<HashMap<String, u32>>,
+    slots: Mutex<FastMap<String, u32>>,
     in_flight: AtomicU32,
     held: AtomicU32,
     /// Milliseconds since the activator's epoch of the last request; 0 = never.
@@ -112,7 +111,7 @@ impl Drop for Lease {
 /// Hands out instances and holds requests while functions scale.
 pub struct Activator {
     backend: Arc<dyn Backend>,
-    loads: RwLock<HashMap<FunctionKey, Arc<FunctionLoad>>>,
+    loads: RwLock<FastMap<FunctionKey, Arc<FunctionLoad>>>,
     epoch: Instant,
     max_held: u32,
     demand: mpsc::UnboundedSender<FunctionKey>,
@@ -136,7 +135,7 @@ impl Activator {
     ) -> Self {
         Self {
             backend,
-            loads: RwLock::new(HashMap::new()),
+            loads: RwLock::new(FastMap::default()),
             epoch: Instant::now(),
             max_held,
             demand,
@@ -166,7 +165,7 @@ impl Activator {
             Arc::new(FunctionLoad {
                 key: key.clone(),
                 ready,
-                slots: Mutex::new(HashMap::new()),
+                slots: Mutex::new(FastMap::default()),
                 in_flight: AtomicU32::new(0),
                 held: AtomicU32::new(0),
                 last_request_ms: AtomicU64::new(0),

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, uri::PathAndQuery};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use thread_local::ThreadLocal;
 
 pub use super::upstream::UpstreamBody;
 use super::upstream::UpstreamPool;
@@ -36,10 +37,13 @@ pub enum InvokeError {
     Read(String),
 }
 
-/// Pooled HTTP/1.1 connections to instances.
+/// Pooled HTTP/1.1 connections to instances, one pool per serving thread: a connection's socket
+/// is registered with the runtime of the thread that opened it, so a connection used from
+/// another thread would have every readiness event handed across threads (a remote wake-up per
+/// request, measured).
 #[derive(Clone)]
 pub struct Invoker {
-    pool: Arc<UpstreamPool>,
+    pools: Arc<ThreadLocal<Arc<UpstreamPool>>>,
 }
 
 impl Default for Invoker {
@@ -51,13 +55,19 @@ impl Default for Invoker {
 impl Invoker {
     pub fn new() -> Self {
         Self {
-            pool: Arc::new(UpstreamPool::new(256, Duration::from_secs(5))),
+            pools: Arc::new(ThreadLocal::new()),
         }
     }
 
-    /// Idle pooled connections (all instances).
+    /// This thread's pool.
+    fn pool(&self) -> &Arc<UpstreamPool> {
+        self.pools
+            .get_or(|| Arc::new(UpstreamPool::new(256, Duration::from_secs(5))))
+    }
+
+    /// Idle pooled connections (all instances, all threads).
     pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
+        self.pools.iter().map(|pool| pool.idle_count()).sum()
     }
 
     /// Invokes a `lambda` function instance with an event.
@@ -77,7 +87,7 @@ impl Invoker {
             request.headers_mut().insert(REQUEST_ID, id);
         }
         let response = self
-            .pool
+            .pool()
             .send(addr, request)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
@@ -107,7 +117,7 @@ impl Invoker {
         strip_hop_by_hop(request.headers_mut());
         set_host(request.headers_mut(), addr);
         let mut response = self
-            .pool
+            .pool()
             .send(addr, request)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;

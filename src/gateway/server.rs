@@ -15,23 +15,109 @@ use tokio_util::sync::CancellationToken;
 
 use super::{handler::Gateway, invoke::full};
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
+/// Serves the gateway on `listener` until `shutdown` is cancelled, on `threads` threads of its
+/// own. Each thread runs a single-threaded runtime that accepts from the same listening socket
+/// and keeps every connection it accepted, as nginx's workers do: a request and its upstream
+/// exchange never cross threads, and no work-stealing scheduler sits between them (with one
+/// multi-threaded runtime, p99 on two cores was 2.6× HAProxy's; docs/benchmarks.md). Returns when
+/// every thread has drained its connections.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    threads: usize,
+) {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            return;
+        }
+    };
+    let mut finished = Vec::new();
+    for n in 0..threads.max(1) {
+        let started = listener.try_clone().and_then(|listener| {
+            let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+            let gateway = Arc::clone(&gateway);
+            let shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name(format!("kfaas-serve-{n}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let _ticker = AbortOnDrop(tokio::spawn(keep_timer_armed()));
+                        accept_loop(gateway, listener, shutdown).await;
+                        Ok::<_, std::io::Error>(())
+                    })?;
+                    drop(done);
+                    Ok::<_, std::io::Error>(())
+                })?;
+            Ok(finished_rx)
+        });
+        match started {
+            Ok(finished_rx) => finished.push(finished_rx),
+            Err(e) => tracing::error!(error = %e, thread = n, "cannot start a serving thread"),
+        }
+    }
+    if finished.is_empty() {
+        // No thread could start: serve here rather than not at all.
+        if let Ok(listener) = TcpListener::from_std(listener) {
+            accept_loop(gateway, listener, shutdown).await;
+        }
+        return;
+    }
+    for finished_rx in finished {
+        // An error means the thread ended (or failed) without sending; either way it is done.
+        let _ = finished_rx.await;
+    }
+}
+
+/// Keeps a timer due within a second on this thread's runtime. Every request arms a deadline
+/// (its integration timeout); when no earlier timer is pending, arming one makes tokio wake its
+/// own driver through an eventfd write, a system call on about one request in four (measured
+/// with strace). With this timer pending, request deadlines are never the earliest.
+async fn keep_timer_armed() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accepts connections and serves them on this runtime until `shutdown`, then waits for them to
+/// finish gracefully (in-flight requests are answered, idle keep-alive connections close).
+async fn accept_loop(gateway: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Another serving thread took the connection first.
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     continue;
                 }
             },
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let gateway = Arc::clone(&gateway);
                 async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
@@ -55,6 +141,8 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Cance
             }
         });
     }
+    connections.close();
+    connections.wait().await;
 }
 
 /// Serves `/metrics`, `/healthz`, `/readyz` and `/usage` (API key usage) on `listener`.

@@ -5,14 +5,11 @@
 //! the most specific path wins (static segments over `{param}` over greedy `{name+}`, by the radix
 //! router), and for the same path a route for the request's method wins over `ANY`.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use http::Method;
 
+use super::FastMap;
 use crate::{
     api::{Function, FunctionProtocol, PayloadFormat, Route, Stage, StageSpec},
     autoscaler::ScalingPolicy,
@@ -118,7 +115,7 @@ pub struct TableWarning {
 pub struct RouteTable {
     /// Host-specific stages first, then longer base paths first.
     stages: Vec<StageEntry>,
-    functions: HashMap<FunctionKey, Arc<FunctionEntry>>,
+    functions: FastMap<FunctionKey, Arc<FunctionEntry>>,
 }
 
 /// The objects a table is built from.
@@ -141,7 +138,7 @@ impl RouteTable {
     /// Builds the table. Objects that cannot be served are left out with a warning.
     pub fn build(input: &TableInput) -> (Self, Vec<TableWarning>) {
         let mut warnings = Vec::new();
-        let functions: HashMap<_, _> = input
+        let functions: FastMap<_, _> = input
             .functions
             .iter()
             .map(|f| {
@@ -269,7 +266,7 @@ impl StageEntry {
 fn build_stage(
     stage: &Stage,
     routes: &[&Route],
-    functions: &HashMap<FunctionKey, Arc<FunctionEntry>>,
+    functions: &FastMap<FunctionKey, Arc<FunctionEntry>>,
     warnings: &mut Vec<TableWarning>,
 ) -> Option<StageEntry> {
     let namespace = namespace_of(&stage.metadata);

@@ -8,7 +8,6 @@
 //! closed it is checked when it is taken out again.
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -86,7 +85,7 @@ pub struct UpstreamPool {
 }
 
 struct IdleSet {
-    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    by_addr: super::FastMap<SocketAddr, Vec<Idle>>,
     last_sweep: Instant,
 }
 
@@ -94,7 +93,7 @@ impl UpstreamPool {
     pub fn new(max_idle_per_addr: usize, connect_timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(IdleSet {
-                by_addr: HashMap::new(),
+                by_addr: super::FastMap::default(),
                 last_sweep: Instant::now(),
             }),
             max_idle_per_addr,

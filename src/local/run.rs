@@ -39,6 +39,8 @@ pub struct LocalOptions {
     pub access_log: bool,
     /// Longest a request waits for a function to get a free instance.
     pub max_held_requests: u32,
+    /// Threads serving requests.
+    pub serving_threads: usize,
 }
 
 /// Why `kfaas local` could not start.
@@ -204,7 +206,12 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         shutdown.clone(),
     ));
 
-    let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
+    let serve = server::serve(
+        Arc::clone(&gateway),
+        listener,
+        shutdown.clone(),
+        options.serving_threads,
+    );
     tokio::select! {
         () = serve => {}
         which = server::stop_signal() => {

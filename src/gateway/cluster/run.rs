@@ -54,6 +54,8 @@ pub struct ClusterOptions {
     /// Names this replica among the gateway's replicas (its pod name), in the demand it
     /// records on Deployments.
     pub gateway_id: String,
+    /// Threads serving requests.
+    pub serving_threads: usize,
 }
 
 /// Why `kfaas gateway` could not start.
@@ -328,7 +330,12 @@ pub async fn run(
             shutdown.clone(),
         )),
     ];
-    let serve = server::serve(Arc::clone(&gateway), listener, shutdown.clone());
+    let serve = server::serve(
+        Arc::clone(&gateway),
+        listener,
+        shutdown.clone(),
+        options.serving_threads,
+    );
     tokio::select! {
         () = serve => {}
         _ = server::stop_signal() => shutdown.cancel(),
