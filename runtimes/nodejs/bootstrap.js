@@ -1,8 +1,9 @@
 // kfaas Node.js runtime: loads a `file.export` handler from LAMBDA_TASK_ROOT and serves it
 // through the Lambda Runtime API at AWS_LAMBDA_RUNTIME_API, one invocation at a time.
 //
-// Standard library only, and only `http` is loaded before the handler, so that start-up costs
-// little more than `node -e 0`. Behaviour follows AWS's Node.js runtime interface client:
+// Standard library only, and only `net` is loaded before the handler (the Runtime API client
+// below is a minimal HTTP/1.1 one over a keep-alive socket), so that start-up and each
+// invocation cost little more than the handler itself. Behaviour follows AWS's Node.js runtime interface client:
 // async/promise handlers, callback handlers (`handler.length >= 3`), plain functions, ES
 // modules (.mjs or "type": "module"), the `Runtime.*` init error types, the error shape
 // `{errorType, errorMessage, trace}` (plus `stackTrace`, the generic Lambda name), console
@@ -10,14 +11,13 @@
 // `awslambda.streamifyResponse` / `awslambda.HttpResponseStream`.
 'use strict';
 
-const http = require('http');
+const net = require('net');
 
 const API = process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001';
 const SEP = API.lastIndexOf(':');
 const HOST = API.slice(0, SEP);
 const PORT = Number(API.slice(SEP + 1));
 const BASE = '/2018-06-01/runtime';
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
 let currentRequestId;
 
@@ -48,23 +48,286 @@ class RuntimeError extends Error {
   }
 }
 
-/** One Runtime API call; resolves with status, headers and body text. */
+/**
+ * A minimal HTTP/1.1 client for the Runtime API over one keep-alive `net` socket: each request
+ * written in one piece, answers framed by Content-Length or chunked encoding (or the
+ * connection's end). Requests may be pipelined: the main loop sends `/next` right behind its
+ * `/response` without waiting for the 202, and answers are matched in order. Node's `http`
+ * client and its Agent cost more per request than the whole exchange with a loopback server;
+ * streamed responses still go through `http`.
+ */
+class RuntimeApiClient {
+  constructor(host, port) {
+    this.host = host;
+    this.port = port;
+    this.socket = null;
+    /** Requests written and not yet answered, oldest first. */
+    this.queue = [];
+  }
+
+  get busy() {
+    return this.queue.length > 0;
+  }
+
+  /** Resolves with `{status, headers, body}`; headers are lower-case, body is a Buffer. */
+  request(method, path, body, headers) {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined || body === null ? '' : body;
+      let head = `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n`;
+      if (headers) {
+        for (const name of Object.keys(headers)) head += `${name}: ${headerValue(headers[name])}\r\n`;
+      }
+      head += '\r\n';
+      const data = typeof payload === 'string' ? head + payload : Buffer.concat([Buffer.from(head, 'latin1'), payload]);
+      const entry = { resolve, reject, data, retry: method === 'GET', parser: new ResponseParser() };
+      this.queue.push(entry);
+      this.connect().write(data);
+    });
+  }
+
+  connect() {
+    if (this.socket) return this.socket;
+    const socket = net.connect({ host: this.host, port: this.port });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', (err) => this.onClose(socket, err));
+    socket.on('close', () => this.onClose(socket, new Error('the Runtime API closed the connection')));
+    this.socket = socket;
+    return socket;
+  }
+
+  onData(chunk) {
+    let bytes = chunk;
+    while (this.queue.length) {
+      const entry = this.queue[0];
+      let done;
+      try {
+        done = entry.parser.push(bytes);
+      } catch (err) {
+        this.failAll(err);
+        return;
+      }
+      if (!done) return;
+      this.queue.shift();
+      bytes = entry.parser.buf;
+      entry.parser.buf = EMPTY;
+      if (done.close) {
+        this.drop();
+        this.resend(new Error('the Runtime API closed the connection'));
+      }
+      entry.resolve(done);
+      if (!bytes.length || !this.socket) return;
+    }
+    // Bytes nobody asked for: ignored.
+  }
+
+  onClose(socket, err) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    const first = this.queue[0];
+    const done = first && first.parser.end();
+    if (done) {
+      this.queue.shift();
+      first.resolve(done);
+    }
+    this.resend(err);
+  }
+
+  /** After the connection ended: requests not yet answered at all are sent again when safe. */
+  resend(err) {
+    const waiting = this.queue;
+    this.queue = [];
+    for (const entry of waiting) {
+      if (entry.retry && entry.parser.untouched()) {
+        entry.parser = new ResponseParser();
+        this.queue.push(entry);
+        this.connect().write(entry.data);
+      } else {
+        entry.reject(err);
+      }
+    }
+  }
+
+  drop() {
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;
+      socket.destroy();
+    }
+  }
+
+  failAll(err) {
+    this.drop();
+    const waiting = this.queue;
+    this.queue = [];
+    for (const entry of waiting) entry.reject(err);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const CRLF = Buffer.from('\r\n');
+const HEAD_END = Buffer.from('\r\n\r\n');
+
+/** Header values may not carry control characters (an error type comes from user code). */
+function headerValue(value) {
+  return String(value).replace(/[^\t\x20-\x7e]/g, '');
+}
+
+/**
+ * Parses one HTTP/1.1 response fed in arbitrary pieces. `push` returns the response once it is
+ * complete; `end` is called when the connection ends (a response framed by the close).
+ */
+class ResponseParser {
+  constructor() {
+    this.state = 'head';
+    this.buf = EMPTY;
+    this.status = 0;
+    this.headers = {};
+    this.chunks = [];
+    this.received = 0;
+    this.remaining = 0;
+    this.close = false;
+  }
+
+  push(chunk) {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    for (;;) {
+      switch (this.state) {
+        case 'head': {
+          const end = this.buf.indexOf(HEAD_END);
+          if (end < 0) {
+            if (this.buf.length > 64 * 1024) throw new Error('Runtime API response head too large');
+            return null;
+          }
+          this.parseHead(this.buf.toString('latin1', 0, end));
+          this.buf = this.buf.subarray(end + 4);
+          if (this.status >= 100 && this.status < 200) {
+            this.headers = {};
+            break; // an interim answer: the real one follows
+          }
+          const te = this.headers['transfer-encoding'];
+          const cl = this.headers['content-length'];
+          if (this.status === 204 || this.status === 304) {
+            this.state = 'done';
+          } else if (te !== undefined && /(^|,)\s*chunked\s*$/i.test(te)) {
+            this.state = 'size';
+          } else if (cl !== undefined) {
+            if (!/^\d+$/.test(cl)) throw new Error(`bad Content-Length ${cl}`);
+            this.remaining = Number(cl);
+            this.state = 'length';
+          } else {
+            this.close = true;
+            this.state = 'eof';
+          }
+          break;
+        }
+        case 'length': {
+          const take = Math.min(this.remaining, this.buf.length);
+          if (take > 0) this.chunks.push(this.buf.subarray(0, take));
+          this.remaining -= take;
+          this.buf = this.buf.subarray(take);
+          if (this.remaining > 0) return null;
+          this.state = 'done';
+          break;
+        }
+        case 'size': {
+          const eol = this.buf.indexOf(CRLF);
+          if (eol < 0) return this.tooLong(1024);
+          const line = this.buf.toString('latin1', 0, eol);
+          const size = parseInt(line.split(';')[0].trim(), 16);
+          if (!(size >= 0)) throw new Error(`bad chunk size ${line}`);
+          this.buf = this.buf.subarray(eol + 2);
+          this.remaining = size;
+          this.state = size === 0 ? 'trailers' : 'data';
+          break;
+        }
+        case 'data': {
+          const take = Math.min(this.remaining, this.buf.length);
+          if (take > 0) this.chunks.push(this.buf.subarray(0, take));
+          this.remaining -= take;
+          this.buf = this.buf.subarray(take);
+          if (this.remaining > 0) return null;
+          this.state = 'data-end';
+          break;
+        }
+        case 'data-end': {
+          if (this.buf.length < 2) return null;
+          if (this.buf[0] !== 13 || this.buf[1] !== 10) throw new Error('bad chunk end');
+          this.buf = this.buf.subarray(2);
+          this.state = 'size';
+          break;
+        }
+        case 'trailers': {
+          const eol = this.buf.indexOf(CRLF);
+          if (eol < 0) return this.tooLong(64 * 1024);
+          this.buf = this.buf.subarray(eol + 2);
+          if (eol === 0) this.state = 'done';
+          break;
+        }
+        case 'eof':
+          if (this.buf.length) this.chunks.push(this.buf);
+          this.buf = EMPTY;
+          return null;
+        case 'done': {
+          // Whatever follows in `buf` belongs to the next answer.
+          const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+          return { status: this.status, headers: this.headers, body, close: this.close };
+        }
+        default:
+          throw new Error(`bad parser state ${this.state}`);
+      }
+    }
+  }
+
+  /** Nothing of the answer has arrived yet. */
+  untouched() {
+    return this.state === 'head' && this.buf.length === 0;
+  }
+
+  /** The connection ended: complete a response framed by the close, or nothing. */
+  end() {
+    if (this.state !== 'eof') return null;
+    this.state = 'done';
+    return this.push(EMPTY);
+  }
+
+  tooLong(limit) {
+    if (this.buf.length > limit) throw new Error('Runtime API response line too long');
+    return null;
+  }
+
+  parseHead(text) {
+    const lines = text.split('\r\n');
+    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
+    if (!m) throw new Error(`bad Runtime API status line ${JSON.stringify(lines[0])}`);
+    this.status = Number(m[1]);
+    if (lines[0].startsWith('HTTP/1.0')) this.close = true;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      const colon = line.indexOf(':');
+      if (colon <= 0) continue;
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      this.headers[name] = name in this.headers ? `${this.headers[name]}, ${value}` : value;
+    }
+    const connection = this.headers.connection;
+    if (connection !== undefined) {
+      if (/(^|,)\s*close\s*(,|$)/i.test(connection)) this.close = true;
+      else if (/(^|,)\s*keep-alive\s*(,|$)/i.test(connection)) this.close = false;
+    }
+  }
+}
+
+const client = new RuntimeApiClient(HOST, PORT);
+
+/**
+ * One Runtime API call; resolves with status, headers and body bytes. A call made while
+ * another is in flight (an uncaught exception while `/next` waits) gets a connection of its own.
+ */
 function call(method, path, body, headers) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: HOST, port: PORT, method, path: BASE + path, agent, headers: headers || {} },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
+  if (!client.busy) return client.request(method, BASE + path, body, headers);
+  const extra = new RuntimeApiClient(HOST, PORT);
+  return extra.request(method, BASE + path, body, headers).finally(() => extra.drop());
 }
 
 /** Lambda's error shape, as AWS's Node.js runtime builds it. */
@@ -209,13 +472,14 @@ function runHandler(handler, event, context) {
  */
 function runStreaming(handler, event, context, requestId) {
   const { Writable } = require('stream');
+  const http = require('http');
   return new Promise((resolve) => {
     const req = http.request({
       host: HOST,
       port: PORT,
       method: 'POST',
       path: `${BASE}/invocation/${encodeURIComponent(requestId)}/response`,
-      agent,
+      agent: streamingAgent(http),
       headers: {
         'Lambda-Runtime-Function-Response-Mode': 'streaming',
         'Transfer-Encoding': 'chunked',
@@ -264,6 +528,13 @@ function runStreaming(handler, event, context, requestId) {
   });
 }
 
+let agent;
+/** One keep-alive agent for streamed responses, made on the first one. */
+function streamingAgent(http) {
+  if (!agent) agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  return agent;
+}
+
 async function main() {
   patchConsole();
   const id = (p) => `/invocation/${encodeURIComponent(p)}`;
@@ -283,31 +554,37 @@ async function main() {
     const err = new RuntimeError('UnhandledPromiseRejection', String(reason && reason.stack ? reason.stack : reason));
     fatal(err);
   });
+  // `/next` goes out right behind each `/response` (pipelined on the same connection), so the
+  // runtime has the poll as soon as it has the result.
+  const pollNext = () => client.request('GET', `${BASE}/invocation/next`);
+  let polled = pollNext();
   for (;;) {
-    const next = await call('GET', '/invocation/next');
+    const next = await polled;
     if (next.status !== 200) throw new Error(`/next answered ${next.status}: ${next.body}`);
     const requestId = next.headers['lambda-runtime-aws-request-id'];
     currentRequestId = requestId;
     const trace = next.headers['lambda-runtime-trace-id'];
     if (trace) process.env._X_AMZN_TRACE_ID = trace;
     else delete process.env._X_AMZN_TRACE_ID;
-    let event;
-    let result;
+    let posted;
     try {
-      event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;
+      const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;
       if (handler[STREAMING] === 'response') {
         await runStreaming(handler, event, makeContext(next.headers), requestId);
         currentRequestId = undefined;
+        polled = pollNext();
         continue;
       }
       const value = await runHandler(handler, event, makeContext(next.headers));
-      result = JSON.stringify(value === undefined ? null : value);
+      const result = JSON.stringify(value === undefined ? null : value);
+      posted = call('POST', `${id(requestId)}/response`, result, { 'Content-Type': 'application/json' });
     } catch (err) {
-      await postError(`${id(requestId)}/error`, err);
-      currentRequestId = undefined;
-      continue;
+      posted = postError(`${id(requestId)}/error`, err);
     }
-    await call('POST', `${id(requestId)}/response`, result, { 'Content-Type': 'application/json' });
+    polled = pollNext();
+    // The runtime's answer to the post says nothing the loop acts on, but a broken
+    // connection ends the process here.
+    await posted;
     currentRequestId = undefined;
   }
 }
