@@ -300,13 +300,14 @@ impl Pool {
         Ok(rx)
     }
 
-    /// The handler posted a response or an error for `request_id`.
+    /// The handler posted a response or an error for `request_id`. The caller is answered at
+    /// once; the END/REPORT lines are returned, to be written once that answer is out.
     pub fn complete(
         &self,
         slot: usize,
         request_id: &str,
         outcome: Outcome,
-    ) -> Result<(), RapiError> {
+    ) -> Result<Option<report::EndReport>, RapiError> {
         let mut st = self.lock();
         let s = &mut st.slots[slot];
         let active = match &s.phase {
@@ -324,17 +325,21 @@ impl Pool {
                 });
             }
         };
-        if let Some(reply) = active.reply {
-            self.report_end(
-                &active.request_id,
-                active.started.elapsed(),
-                s.pid,
-                active.init,
-            );
-            let _ = reply.send(outcome);
-        }
+        let duration = active.started.elapsed();
+        let pid = s.pid;
         self.refresh(&mut st);
-        Ok(())
+        drop(st);
+        let Some(reply) = active.reply else {
+            return Ok(None); // answered already (a timeout in sidecar mode)
+        };
+        let _ = reply.send(outcome);
+        Ok(Some(report::EndReport {
+            request_id: active.request_id,
+            duration,
+            memory_mb: self.memory_mb,
+            pid,
+            init: active.init,
+        }))
     }
 
     /// The handler began a streamed response: the caller gets `body` now, and the slot stays
@@ -639,15 +644,14 @@ impl Pool {
         pid: Option<u32>,
         init: Option<Duration>,
     ) {
-        let used = pid.and_then(report::max_memory_used_mb);
-        report::emit(&report::end_line(request_id));
-        report::emit(&report::report_line(
-            request_id,
+        report::EndReport {
+            request_id: request_id.to_owned(),
             duration,
-            self.memory_mb,
-            used,
+            memory_mb: self.memory_mb,
+            pid,
             init,
-        ));
+        }
+        .emit();
     }
 }
 

@@ -36,16 +36,21 @@ fn invocations_wait_for_a_poll_and_complete() {
         pool.complete(0, "b", Outcome::Crash { body: Bytes::new() }),
         Err(RapiError::InvalidRequestId)
     );
-    pool.complete(
-        0,
-        "a",
-        Outcome::Response {
-            body: Bytes::from_static(b"1"),
-            content_type: None,
-        },
-    )
-    .expect("complete");
+    let report = pool
+        .complete(
+            0,
+            "a",
+            Outcome::Response {
+                body: Bytes::from_static(b"1"),
+                content_type: None,
+            },
+        )
+        .expect("complete")
+        .expect("END/REPORT to write");
+    // The caller has its answer before the END/REPORT lines are written.
     assert!(matches!(out.try_recv(), Ok(Outcome::Response { body, .. }) if body == "1"));
+    assert_eq!(report.request_id, "a");
+    assert_eq!(report.memory_mb, 128);
     assert!(matches!(
         pool.complete(0, "a", Outcome::Crash { body: Bytes::new() }),
         Err(RapiError::InvalidStateTransition { .. })

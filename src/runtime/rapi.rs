@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
     pool::{Delivery, Outcome, Pool, RapiError, error_body},
-    stream,
+    report, stream,
 };
 
 const PREFIX: &str = "/2018-06-01/runtime/";
@@ -135,11 +135,14 @@ async fn response(
                 body: error_body("Function.ResponseSizeTooLarge", &message),
             };
             return match ctx.pool.complete(slot, id, outcome) {
-                Ok(()) => h::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLarge",
-                    &format!("Exceeded maximum allowed payload size ({limit} bytes)."),
-                ),
+                Ok(report) => {
+                    end_report(report).await;
+                    h::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLarge",
+                        &format!("Exceeded maximum allowed payload size ({limit} bytes)."),
+                    )
+                }
                 Err(e) => refused(&e),
             };
         }
@@ -149,8 +152,22 @@ async fn response(
         .pool
         .complete(slot, id, Outcome::Response { body, content_type })
     {
-        Ok(()) => accepted(),
+        Ok(report) => {
+            end_report(report).await;
+            accepted()
+        }
         Err(e) => refused(&e),
+    }
+}
+
+/// Writes an invocation's END/REPORT lines after its caller's answer: on the runtime's
+/// single-threaded scheduler, yielding once lets the invoke task that `complete` woke write
+/// that answer first. The handler's post is answered after the lines, so its next event's
+/// START cannot come before them.
+async fn end_report(report: Option<report::EndReport>) {
+    if let Some(report) = report {
+        tokio::task::yield_now().await;
+        report.emit();
     }
 }
 
@@ -183,7 +200,10 @@ async fn invocation_error(
         }
     };
     match ctx.pool.complete(slot, id, Outcome::FunctionError { body }) {
-        Ok(()) => accepted(),
+        Ok(report) => {
+            end_report(report).await;
+            accepted()
+        }
         Err(e) => refused(&e),
     }
 }

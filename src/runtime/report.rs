@@ -4,7 +4,11 @@
 //! Everything goes through [`emit`], which writes one whole line under the stdout lock, so a
 //! line never interleaves with handler output written to the same pipe.
 
-use std::{io::Write, net::SocketAddr, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::SocketAddr,
+    time::Duration,
+};
 
 /// Written once, as soon as the invoke listener is bound.
 pub const LISTENING: &str = "KFAAS_LISTENING";
@@ -15,11 +19,14 @@ pub const READY: &str = "KFAAS_READY";
 /// does), so a parent may route to it rather than wait for a readiness that will not come.
 pub const INIT_FAILED: &str = "KFAAS_INIT_FAILED";
 
-/// Writes one line to stdout and flushes it; a closed stdout is not worth failing over.
-pub fn emit(line: &str) {
+/// Writes `lines` (one or more, `\n`-separated) and a final newline to stdout in one write
+/// call; a closed stdout is not worth failing over.
+pub fn emit(lines: &str) {
+    let mut buf = Vec::with_capacity(lines.len() + 1);
+    buf.extend_from_slice(lines.as_bytes());
+    buf.push(b'\n');
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.write_all(b"\n");
+    let _ = out.write_all(&buf);
     let _ = out.flush();
 }
 
@@ -33,6 +40,26 @@ pub fn start_line(request_id: &str) -> String {
 
 pub fn end_line(request_id: &str) -> String {
     format!("END RequestId: {request_id}")
+}
+
+/// The END and REPORT lines of one invocation, as one piece for [`emit`].
+pub fn end_lines(
+    request_id: &str,
+    duration: Duration,
+    memory_mb: u32,
+    max_used_mb: Option<u64>,
+    init: Option<Duration>,
+) -> String {
+    let mut lines = end_line(request_id);
+    lines.push('\n');
+    lines.push_str(&report_line(
+        request_id,
+        duration,
+        memory_mb,
+        max_used_mb,
+        init,
+    ));
+    lines
 }
 
 /// Lambda's REPORT line; `init` is given on the first invocation of a process only.
@@ -58,10 +85,52 @@ pub fn report_line(
     line
 }
 
+/// What an invocation's END and REPORT lines say, taken when it ended and written by
+/// [`EndReport::emit`] once its caller has been answered.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the END and REPORT lines are written by emit"]
+pub struct EndReport {
+    pub request_id: String,
+    pub duration: Duration,
+    pub memory_mb: u32,
+    pub pid: Option<u32>,
+    pub init: Option<Duration>,
+}
+
+impl EndReport {
+    /// Reads the process's peak memory and writes END and REPORT in one write.
+    pub fn emit(self) {
+        let used = self.pid.and_then(max_memory_used_mb);
+        emit(&end_lines(
+            &self.request_id,
+            self.duration,
+            self.memory_mb,
+            used,
+            self.init,
+        ));
+    }
+}
+
 /// The peak resident memory of a process in MB (`VmHWM`), as Lambda's "Max Memory Used".
+///
+/// One `read` into a buffer that holds the whole of `/proc/PID/status` (about 1.5 KB), rather
+/// than `read_to_string`'s growing reads: this runs once per invocation.
 pub fn max_memory_used_mb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_hwm_kb(&status).map(|kb| kb.div_ceil(1024))
+    let mut file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        let n = file.read(&mut buf[len..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        let status = String::from_utf8_lossy(&buf[..len]);
+        if let Some(kb) = parse_vm_hwm_kb(&status) {
+            return Some(kb.div_ceil(1024));
+        }
+    }
+    None
 }
 
 fn parse_vm_hwm_kb(status: &str) -> Option<u64> {
