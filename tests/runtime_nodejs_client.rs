@@ -278,3 +278,23 @@ async fn error_types_with_control_characters_are_cleaned_out_of_the_header() {
     );
     assert_eq!(sent.json()["errorType"], "OddError\r\ninjected");
 }
+
+#[tokio::test]
+async fn the_process_ends_when_the_runtime_api_is_gone() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = listener.local_addr().expect("addr").to_string();
+    let mut node = start_node(&api, "handlers.measure");
+    let mut conn = accept(&listener).await;
+    timeout(LIMIT, read_request(&mut conn))
+        .await
+        .expect("/next");
+    // The runtime goes away while /next waits: the poll is tried once more, then the
+    // bootstrap exits with an error instead of reconnecting in a loop.
+    drop(conn);
+    drop(listener);
+    let status = timeout(LIMIT, node.wait())
+        .await
+        .expect("the bootstrap exits")
+        .expect("wait");
+    assert!(!status.success(), "{status:?}");
+}

@@ -61,6 +61,7 @@ class RuntimeApiClient {
     this.host = host;
     this.port = port;
     this.socket = null;
+    this.corked = false;
     /** Requests written and not yet answered, oldest first. */
     this.queue = [];
   }
@@ -81,8 +82,22 @@ class RuntimeApiClient {
       const data = typeof payload === 'string' ? head + payload : Buffer.concat([Buffer.from(head, 'latin1'), payload]);
       const entry = { resolve, reject, data, retry: method === 'GET', parser: new ResponseParser() };
       this.queue.push(entry);
-      this.connect().write(data);
+      this.send(data);
     });
+  }
+
+  /** Writes now-ish: requests made in the same tick (`/response` and `/next`) leave in one write. */
+  send(data) {
+    const socket = this.connect();
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(data);
   }
 
   connect() {
@@ -133,15 +148,20 @@ class RuntimeApiClient {
     this.resend(err);
   }
 
-  /** After the connection ended: requests not yet answered at all are sent again when safe. */
+  /**
+   * After the connection ended: a GET not answered at all is sent again, once, on a new
+   * connection (a keep-alive connection the runtime closed); anything else fails, so a
+   * runtime that is gone ends this process instead of a reconnect loop.
+   */
   resend(err) {
     const waiting = this.queue;
     this.queue = [];
     for (const entry of waiting) {
       if (entry.retry && entry.parser.untouched()) {
+        entry.retry = false;
         entry.parser = new ResponseParser();
         this.queue.push(entry);
-        this.connect().write(entry.data);
+        this.send(entry.data);
       } else {
         entry.reject(err);
       }
