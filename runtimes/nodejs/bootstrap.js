@@ -3,12 +3,12 @@
 //
 // Standard library only, and only `net` is loaded before the handler (the Runtime API client
 // below is a minimal HTTP/1.1 one over a keep-alive socket), so that start-up and each
-// invocation cost little more than the handler itself. Behaviour follows AWS's Node.js runtime interface client:
-// async/promise handlers, callback handlers (`handler.length >= 3`), plain functions, ES
-// modules (.mjs or "type": "module"), the `Runtime.*` init error types, the error shape
-// `{errorType, errorMessage, trace}` (plus `stackTrace`, the generic Lambda name), console
-// lines prefixed with time, request id and level, and response streaming through the global
-// `awslambda.streamifyResponse` / `awslambda.HttpResponseStream`.
+// invocation cost little more than the handler itself. Behaviour follows AWS's Node.js
+// runtime interface client: async/promise handlers, callback handlers (`handler.length >= 3`),
+// plain functions, ES modules (.mjs or "type": "module"), the `Runtime.*` init error types,
+// the error shape `{errorType, errorMessage, trace}` (plus `stackTrace`, the generic Lambda
+// name), console lines prefixed with time, request id and level, and response streaming
+// through the global `awslambda.streamifyResponse` / `awslambda.HttpResponseStream`.
 'use strict';
 
 const net = require('net');
