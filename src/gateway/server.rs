@@ -17,10 +17,10 @@ use super::{handler::Gateway, invoke::full};
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, on `threads` threads of its
 /// own. Each thread runs a single-threaded runtime that accepts from the same listening socket
-/// and keeps every connection it accepted, as nginx's workers do: a request and its upstream
-/// exchange never cross threads, and no work-stealing scheduler sits between them (with one
-/// multi-threaded runtime, p99 on two cores was 2.6× HAProxy's; docs/benchmarks.md). Returns when
-/// every thread has drained its connections.
+/// and keeps every connection it accepted, as nginx's workers do: a request, its upstream
+/// exchange (see the per-thread pools in `super::invoke`) and its timers never cross threads, and
+/// no work-stealing scheduler sits between them (docs/benchmarks.md, "Serving threads"). Returns
+/// when every thread has drained its connections.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -105,10 +105,9 @@ async fn accept_loop(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Can
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Another serving thread took the connection first.
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        tracing::warn!(error = %e, "accept failed");
-                    }
+                    // Tokio retries when another serving thread took the connection first; what
+                    // comes here is a real failure (out of file descriptors, say).
+                    tracing::warn!(error = %e, "accept failed");
                     continue;
                 }
             },
