@@ -108,6 +108,8 @@ async fn accept_loop(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Can
                     // Tokio retries when another serving thread took the connection first; what
                     // comes here is a real failure (out of file descriptors, say).
                     tracing::warn!(error = %e, "accept failed");
+                    // Do not spin on it; connections already open go on being served.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
