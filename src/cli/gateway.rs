@@ -49,20 +49,13 @@ pub fn run(args: Args) -> ExitCode {
         namespace: args.namespace,
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
-        serving_threads: args
-            .worker_threads
-            .unwrap_or_else(super::available_cores)
-            .max(1),
+        serving_threads: super::serving_threads(args.worker_threads),
         usage_status_interval: Duration::from_secs(args.usage_status_seconds.max(1)),
         secret_refresh_interval: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         api_id: args.api_id,
         gateway_id: args.gateway_id.unwrap_or_else(default_gateway_id),
     };
-    // Requests are served on threads of their own (`gateway::server::serve`); this runtime runs
-    // the rest (config, scaling, instances, admin), which is light.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().worker_threads(1);
-    let runtime = match builder.build() {
+    let runtime = match super::control_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kfaas gateway: cannot start: {e}");

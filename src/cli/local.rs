@@ -53,16 +53,9 @@ pub fn run(args: Args) -> ExitCode {
         kfaas_bin,
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
-        serving_threads: args
-            .worker_threads
-            .unwrap_or_else(super::available_cores)
-            .max(1),
+        serving_threads: super::serving_threads(args.worker_threads),
     };
-    // Requests are served on threads of their own (`gateway::server::serve`); this runtime runs
-    // the rest (config, scaling, instances, admin), which is light.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().worker_threads(1);
-    let runtime = match builder.build() {
+    let runtime = match super::control_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kfaas local: cannot start: {e}");

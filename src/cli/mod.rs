@@ -58,7 +58,20 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Cores this process may run on: the default number of threads serving requests.
-fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+/// Threads serving requests (`--worker-threads`): one per core this process may run on unless
+/// set, and at least one.
+fn serving_threads(flag: Option<usize>) -> usize {
+    flag.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
+    .max(1)
+}
+
+/// The runtime of a gateway's control work (config, scaling, instances, admin), which is light:
+/// requests are served on threads of their own (`gateway::server::serve`).
+fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(1)
+        .build()
 }

@@ -114,7 +114,7 @@ impl Gateway {
         let source_ip = call.source_ip.to_string();
         let context = [
             ("sourceIp", source_ip.as_str()),
-            ("requestId", call.request_id),
+            ("requestId", call.request_id_text()),
         ];
         let inputs = IdentityInputs {
             headers: &call.parts.headers,

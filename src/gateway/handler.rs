@@ -144,13 +144,19 @@ pub(super) struct Call<'a> {
     pub matched: &'a Matched<'a>,
     pub variables: &'a BTreeMap<String, String>,
     pub source_ip: IpAddr,
-    pub request_id: &'a str,
+    /// The request id, as the header value it travels in (see [`new_request_id`]).
+    pub request_id: &'a HeaderValue,
     pub request_time: chrono::DateTime<chrono::Utc>,
     pub host: Option<&'a str>,
     pub api_id: &'a str,
 }
 
 impl Call<'_> {
+    /// The request id as text, for events and authorizers.
+    pub fn request_id_text(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     /// The event input for this request (the function's or its authorizer's).
     pub fn event_input<'e>(
         &'e self,
@@ -170,7 +176,7 @@ impl Call<'_> {
             path_parameters: &self.matched.path_parameters,
             stage: &self.matched.stage.name,
             stage_variables: self.variables,
-            request_id: self.request_id,
+            request_id: self.request_id_text(),
             request_time: self.request_time,
             api_id: self.api_id,
             domain_name: self.host.map(host_without_port),
@@ -356,7 +362,7 @@ impl Gateway {
             matched: &matched,
             variables,
             source_ip,
-            request_id: request_id.to_str().unwrap_or_default(),
+            request_id,
             request_time: clock.request_time,
             host,
             api_id: &self.api_id,

@@ -18,7 +18,7 @@ use super::{
     error::GatewayError,
     event::{build_v1, build_v2},
     handler::{Call, Gateway, Trace},
-    invoke::{Body, BoxError, LambdaOutcome, UpstreamBody},
+    invoke::{Body, BoxError, InvokeError, LambdaOutcome, UpstreamBody},
     response::{map_v1, map_v2},
     table::FunctionEntry,
 };
@@ -94,7 +94,7 @@ impl Gateway {
     pub(super) async fn invoke(
         &self,
         entry: &FunctionEntry,
-        request_id: &str,
+        request_id: &HeaderValue,
         event: Bytes,
         deadline: Instant,
         timeout: Duration,
@@ -113,15 +113,7 @@ impl Gateway {
         acquired.lease.observe_integration(integration);
         drop(acquired);
         trace.integration = Some(trace.integration.unwrap_or_default() + integration);
-        outcome
-            .map_err(|_| GatewayError::IntegrationTimeout {
-                function: entry.key.to_string(),
-                timeout_ms: timeout.as_millis(),
-            })?
-            .map_err(|e| GatewayError::Unreachable {
-                function: entry.key.to_string(),
-                reason: e.to_string(),
-            })
+        integration_outcome(outcome, entry, timeout)
     }
 
     /// Reverse-proxies to an `http` function; the answer streams back.
@@ -159,15 +151,8 @@ impl Gateway {
             self.invoker
                 .proxy(lease.instance().addr, request, path_and_query),
         )
-        .await
-        .map_err(|_| GatewayError::IntegrationTimeout {
-            function: entry.key.to_string(),
-            timeout_ms: forward.timeout.as_millis(),
-        })?
-        .map_err(|e| GatewayError::Unreachable {
-            function: entry.key.to_string(),
-            reason: e.to_string(),
-        })?;
+        .await;
+        let response = integration_outcome(response, entry, forward.timeout)?;
         let integration = invoked.elapsed();
         trace.integration = Some(integration);
         lease.observe_integration(integration);
@@ -210,6 +195,24 @@ impl http_body::Body for LeasedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// What a call to an instance gave, with its two failures as API Gateway answers them: past the
+/// route's timeout (504) or no exchange with the instance at all (502).
+fn integration_outcome<T>(
+    outcome: Result<Result<T, InvokeError>, tokio::time::error::Elapsed>,
+    entry: &FunctionEntry,
+    timeout: Duration,
+) -> Result<T, GatewayError> {
+    outcome
+        .map_err(|_| GatewayError::IntegrationTimeout {
+            function: entry.key.to_string(),
+            timeout_ms: timeout.as_millis(),
+        })?
+        .map_err(|e| GatewayError::Unreachable {
+            function: entry.key.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The instance's path: the request's without the stage's base path, with the same query.

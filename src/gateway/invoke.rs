@@ -74,7 +74,7 @@ impl Invoker {
     pub async fn invoke_lambda(
         &self,
         addr: SocketAddr,
-        request_id: &str,
+        request_id: &HeaderValue,
         event: Bytes,
     ) -> Result<LambdaOutcome, InvokeError> {
         const REQUEST_ID: HeaderName = HeaderName::from_static("x-kfaas-request-id");
@@ -83,9 +83,7 @@ impl Invoker {
             .body(full(event))
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         set_host(request.headers_mut(), addr);
-        if let Ok(id) = HeaderValue::from_str(request_id) {
-            request.headers_mut().insert(REQUEST_ID, id);
-        }
+        request.headers_mut().insert(REQUEST_ID, request_id.clone());
         let response = self
             .pool()
             .send(addr, request)
