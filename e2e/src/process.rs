@@ -95,6 +95,36 @@ impl KfaasProcess {
     }
 }
 
+/// Starts `kfaas controller` for one namespace and waits until it leads.
+pub fn start_controller(ns: &str, extra: &[&str]) -> KfaasProcess {
+    let mut args = vec![
+        "controller",
+        "--namespace",
+        ns,
+        "--lease-namespace",
+        ns,
+        "--identity",
+        "e2e-controller",
+    ];
+    args.extend_from_slice(extra);
+    let mut controller = KfaasProcess::spawn(
+        &format!("controller-{ns}"),
+        &args,
+        &[("KFAAS_LOG", "info,kube=warn")],
+    )
+    .expect("spawn kfaas controller");
+    controller
+        .wait_for_output(
+            "kfaas controller: watching namespace",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    controller
+        .wait_for_output("leading", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    controller
+}
+
 impl Drop for KfaasProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

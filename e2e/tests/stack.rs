@@ -12,7 +12,7 @@ use kfaas_e2e::{
     apply, client, ensure_crds,
     gateway::{request, start_gateway},
     kfaas_api,
-    process::KfaasProcess,
+    process::start_controller,
     temp_namespace, wait_for,
 };
 use kube::api::Api;
@@ -29,26 +29,7 @@ async fn controller_and_gateway_serve_a_function_from_zero_with_a_usage_plan() {
     let code = std::fs::read_to_string(kfaas_e2e::repo().join("examples/hello/src/index.js"))
         .expect("examples/hello/src/index.js");
 
-    let mut controller = KfaasProcess::spawn(
-        "stack-controller",
-        &[
-            "controller",
-            "--namespace",
-            &ns,
-            "--lease-namespace",
-            &ns,
-            "--identity",
-            "stack",
-        ],
-        &[("KFAAS_LOG", "info,kube=warn")],
-    )
-    .expect("spawn kfaas controller");
-    controller
-        .wait_for_output(
-            "kfaas controller: watching namespace",
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut controller = start_controller(&ns, &[]);
 
     apply(
         &client,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+pub use kfaas_e2e::process::start_controller;
 use kfaas_e2e::{client, ensure_crds, process::KfaasProcess, temp_namespace, wait_for};
 use kube::{
     Client,
@@ -13,36 +14,6 @@ use kube::{
 use serde_json::{Value, json};
 
 pub const INVOKE_PATH: &str = "/2015-03-31/functions/function/invocations";
-
-/// Starts `kfaas controller` for one namespace and waits until it leads.
-pub fn start_controller(ns: &str, extra: &[&str]) -> KfaasProcess {
-    let mut args = vec![
-        "controller",
-        "--namespace",
-        ns,
-        "--lease-namespace",
-        ns,
-        "--identity",
-        "e2e-controller",
-    ];
-    args.extend_from_slice(extra);
-    let mut controller = KfaasProcess::spawn(
-        &format!("controller-{ns}"),
-        &args,
-        &[("KFAAS_LOG", "info,kube=warn")],
-    )
-    .expect("spawn kfaas controller");
-    controller
-        .wait_for_output(
-            "kfaas controller: watching namespace",
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    controller
-        .wait_for_output("leading", Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    controller
-}
 
 pub async fn setup(prefix: &str) -> (Client, String) {
     let client = client().await;
