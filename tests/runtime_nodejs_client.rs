@@ -21,10 +21,13 @@ fn bootstrap() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("runtimes/nodejs/bootstrap.js")
 }
 
-fn start_node(api: &str, handler: &str) -> Child {
-    Command::new("node")
+/// A scripted Runtime API on a free port and the bootstrap running `handler` against it.
+async fn start_node(handler: &str) -> (TcpListener, Child) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = listener.local_addr().expect("addr").to_string();
+    let node = Command::new("node")
         .arg(bootstrap())
-        .env("AWS_LAMBDA_RUNTIME_API", api)
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
         .env("LAMBDA_TASK_ROOT", fixture("node"))
         .env("_HANDLER", handler)
         .env("AWS_LAMBDA_FUNCTION_NAME", "client-test")
@@ -32,7 +35,8 @@ fn start_node(api: &str, handler: &str) -> Child {
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn node")
+        .expect("spawn node");
+    (listener, node)
 }
 
 /// One request as the bootstrap sent it.
@@ -149,9 +153,7 @@ async fn serve_one(
 
 #[tokio::test]
 async fn answers_framed_either_way_and_split_anywhere_are_read_whole() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = listener.local_addr().expect("addr").to_string();
-    let _node = start_node(&api, "handlers.measure");
+    let (listener, _node) = start_node("handlers.measure").await;
     let mut conn = accept(&listener).await;
 
     // Content-Length, one byte a write: the head and the body split everywhere.
@@ -219,9 +221,7 @@ async fn answers_framed_either_way_and_split_anywhere_are_read_whole() {
 
 #[tokio::test]
 async fn a_closed_connection_is_opened_again_for_the_next_call() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = listener.local_addr().expect("addr").to_string();
-    let _node = start_node(&api, "handlers.measure");
+    let (listener, _node) = start_node("handlers.measure").await;
 
     // The acknowledgement says `Connection: close` and the server closes.
     let mut conn = accept(&listener).await;
@@ -257,9 +257,7 @@ async fn a_closed_connection_is_opened_again_for_the_next_call() {
 
 #[tokio::test]
 async fn error_types_with_control_characters_are_cleaned_out_of_the_header() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = listener.local_addr().expect("addr").to_string();
-    let _node = start_node(&api, "handlers.throwsOddName");
+    let (listener, _node) = start_node("handlers.throwsOddName").await;
     let mut conn = accept(&listener).await;
     let sent = serve_one(
         &mut conn,
@@ -281,9 +279,7 @@ async fn error_types_with_control_characters_are_cleaned_out_of_the_header() {
 
 #[tokio::test]
 async fn the_process_ends_when_the_runtime_api_is_gone() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let api = listener.local_addr().expect("addr").to_string();
-    let mut node = start_node(&api, "handlers.measure");
+    let (listener, mut node) = start_node("handlers.measure").await;
     let mut conn = accept(&listener).await;
     timeout(LIMIT, read_request(&mut conn))
         .await
