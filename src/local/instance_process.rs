@@ -20,7 +20,7 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncRead, AsyncReadExt},
     net::TcpStream,
     process::{Child, Command},
     sync::mpsc,
@@ -231,37 +231,71 @@ fn free_port() -> io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Forwards a stream line by line to the sink; stdout's announcements go to `announce`.
+/// The longest line passed on whole; a longer run without a newline is cut into lines of this
+/// size (Lambda also cuts log events, at 256 KB), so a process cannot grow this buffer forever.
+const MAX_LINE: usize = 256 * 1024;
+
+/// Forwards a stream to the sink; stdout's announcements go to `announce`.
+///
+/// Every complete line one read brings goes to the sink in one call, so an invocation's END and
+/// REPORT lines (one write by the runtime) cost one read and one write here, not one per line.
 async fn forward(
-    stream: impl AsyncRead + Unpin,
+    mut stream: impl AsyncRead + Unpin,
     key: FunctionKey,
     sink: Arc<dyn OutputSink>,
     announce: Option<mpsc::UnboundedSender<Announcement>>,
 ) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut closed = false;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !closed {
+            buf.reserve(8 * 1024);
+            closed = !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0);
         }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
-        if let Some(tx) = &announce {
-            if let Some(addr) = line.strip_prefix(runtime::LISTENING).map(str::trim) {
-                if let Ok(addr) = addr.parse() {
-                    let _ = tx.send(Announcement::Listening(addr));
-                }
-                continue;
+        let complete = if buf.len() >= MAX_LINE && !buf[..MAX_LINE].contains(&b'\n') {
+            MAX_LINE
+        } else if closed {
+            buf.len()
+        } else {
+            // The whole buffer: what a cut left behind may hold newlines already.
+            match buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => continue,
             }
-            if line == runtime::READY || line == runtime::INIT_FAILED {
-                let _ = tx.send(Announcement::Ready);
-                continue;
-            }
+        };
+        let text = String::from_utf8_lossy(&buf[..complete]);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| !announced(line, announce.as_ref()))
+            .collect();
+        if !lines.is_empty() {
+            sink.lines(&key, &lines);
         }
-        sink.line(&key, line);
+        drop(lines);
+        drop(text);
+        buf.drain(..complete);
+        if closed && buf.is_empty() {
+            return;
+        }
     }
+}
+
+/// Whether `line` was one of the runtime's announcements (and is passed to `announce`).
+fn announced(line: &str, announce: Option<&mpsc::UnboundedSender<Announcement>>) -> bool {
+    let Some(tx) = announce else {
+        return false;
+    };
+    if let Some(addr) = line.strip_prefix(runtime::LISTENING).map(str::trim) {
+        if let Ok(addr) = addr.parse() {
+            let _ = tx.send(Announcement::Listening(addr));
+        }
+        return true;
+    }
+    if line == runtime::READY || line == runtime::INIT_FAILED {
+        let _ = tx.send(Announcement::Ready);
+        return true;
+    }
+    false
 }
 
 /// The runtime's address once it has announced both its address and readiness.
@@ -328,5 +362,80 @@ fn describe(status: &io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => s.to_string(),
         Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Every `lines` call the sink got, as it got them.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<Vec<String>>>);
+
+    impl OutputSink for Batches {
+        fn line(&self, _: &FunctionKey, line: &str) {
+            self.lines(&FunctionKey::new("default", "f"), &[line]);
+        }
+
+        fn lines(&self, _: &FunctionKey, lines: &[&str]) {
+            let batch = lines.iter().map(|l| (*l).to_owned()).collect();
+            self.0.lock().unwrap().push(batch);
+        }
+    }
+
+    #[tokio::test]
+    async fn forwards_whole_lines_per_read_and_takes_out_announcements() {
+        let (mut writer, reader) = tokio::io::duplex(1024 * 1024);
+        let sink = Arc::new(Batches::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(forward(
+            reader,
+            FunctionKey::new("default", "f"),
+            sink.clone(),
+            Some(tx),
+        ));
+        writer
+            .write_all(b"KFAAS_LISTENING 127.0.0.1:4000\nKFAAS_READY\n")
+            .await
+            .unwrap();
+        assert!(matches!(rx.recv().await, Some(Announcement::Listening(a)) if a.port() == 4000));
+        assert!(matches!(rx.recv().await, Some(Announcement::Ready)));
+        // A line split across two writes comes out whole; lines of one write come out together.
+        writer.write_all(b"START Req").await.unwrap();
+        tokio::task::yield_now().await;
+        writer.write_all(b"uestId: 1\n").await.unwrap();
+        tokio::task::yield_now().await;
+        writer
+            .write_all(b"END 1\r\nREPORT 1\n\npartial")
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        // A run longer than MAX_LINE without a newline is cut instead of held.
+        writer.write_all(&vec![b'x'; MAX_LINE]).await.unwrap();
+        drop(writer);
+        task.await.unwrap();
+
+        let batches = sink.0.lock().unwrap().clone();
+        let lines: Vec<String> = batches.iter().flatten().cloned().collect();
+        let text = lines.join("|");
+        assert!(
+            text.starts_with("START RequestId: 1|END 1|REPORT 1||partialxxx"),
+            "{text:.80}"
+        );
+        assert!(
+            lines.iter().all(|l| l.len() <= MAX_LINE),
+            "a line over MAX_LINE"
+        );
+        assert_eq!(lines.iter().map(String::len).sum::<usize>(), 38 + MAX_LINE);
+        assert!(!text.contains("KFAAS_"), "announcements are not forwarded");
+        assert!(
+            batches.iter().any(|b| b.len() >= 3),
+            "END, REPORT and the empty line of one write went out as one batch: {batches:?}",
+        );
     }
 }

@@ -96,6 +96,13 @@ impl LocalFunctionSpec {
 /// Where instance output goes, one line at a time.
 pub trait OutputSink: Send + Sync + 'static {
     fn line(&self, function: &FunctionKey, line: &str);
+
+    /// Several lines that arrived together, in order.
+    fn lines(&self, function: &FunctionKey, lines: &[&str]) {
+        for line in lines {
+            self.line(function, line);
+        }
+    }
 }
 
 /// Writes `[function-name] line` to the manager's stdout.
@@ -106,6 +113,19 @@ impl OutputSink for StdoutSink {
     fn line(&self, function: &FunctionKey, line: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "[{}] {line}", function.name);
+    }
+
+    /// One write for all of them (stdout is line-buffered: one `writeln!` is one write each).
+    fn lines(&self, function: &FunctionKey, lines: &[&str]) {
+        let mut text = String::new();
+        for line in lines {
+            text.push('[');
+            text.push_str(&function.name);
+            text.push_str("] ");
+            text.push_str(line);
+            text.push('\n');
+        }
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 }
 

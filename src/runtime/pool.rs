@@ -174,7 +174,8 @@ impl Phase {
 #[derive(Debug)]
 struct Slot {
     phase: Phase,
-    pid: Option<u32>,
+    /// The running process's peak-memory reader (none in sidecar mode).
+    memory: Option<Arc<report::MemoryProbe>>,
     spawned_at: Instant,
     /// Measured at the first `/next` of a process, reported with its first invocation.
     init: Option<Duration>,
@@ -216,7 +217,7 @@ impl Pool {
             slots: (0..slots)
                 .map(|_| Slot {
                     phase: Phase::Starting,
-                    pid: None,
+                    memory: None,
                     spawned_at: now,
                     init: None,
                 })
@@ -326,7 +327,7 @@ impl Pool {
             }
         };
         let duration = active.started.elapsed();
-        let pid = s.pid;
+        let memory = s.memory.clone();
         self.refresh(&mut st);
         drop(st);
         let Some(reply) = active.reply else {
@@ -337,7 +338,7 @@ impl Pool {
             request_id: active.request_id,
             duration,
             memory_mb: self.memory_mb,
-            pid,
+            memory,
             init: active.init,
         }))
     }
@@ -379,7 +380,12 @@ impl Pool {
             return;
         }
         if active.streaming {
-            self.report_end(request_id, active.started.elapsed(), s.pid, active.init);
+            self.report_end(
+                request_id,
+                active.started.elapsed(),
+                s.memory.clone(),
+                active.init,
+            );
         }
         s.phase = Phase::Idle;
         self.refresh(&mut st);
@@ -441,7 +447,7 @@ impl Pool {
         } else {
             return false;
         }
-        self.report_end(&id, self.timeout, s.pid, init);
+        self.report_end(&id, self.timeout, s.memory.clone(), init);
         if self.owns_processes {
             s.phase = Phase::Restarting;
         }
@@ -454,7 +460,7 @@ impl Pool {
         let mut st = self.lock();
         let s = &mut st.slots[slot];
         s.phase = Phase::Starting;
-        s.pid = pid;
+        s.memory = pid.map(|pid| Arc::new(report::MemoryProbe::new(pid)));
         s.spawned_at = Instant::now();
         s.init = None;
         self.refresh(&mut st);
@@ -473,7 +479,7 @@ impl Pool {
         let mut st = self.lock();
         let stopping = st.stopping;
         let s = &mut st.slots[slot];
-        s.pid = None;
+        s.memory = None;
         let uptime = s.spawned_at.elapsed();
         let phase = std::mem::replace(&mut s.phase, Phase::Restarting);
         let action = match phase {
@@ -641,14 +647,14 @@ impl Pool {
         &self,
         request_id: &str,
         duration: Duration,
-        pid: Option<u32>,
+        memory: Option<Arc<report::MemoryProbe>>,
         init: Option<Duration>,
     ) {
         report::EndReport {
             request_id: request_id.to_owned(),
             duration,
             memory_mb: self.memory_mb,
-            pid,
+            memory,
             init,
         }
         .emit();

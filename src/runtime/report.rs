@@ -5,8 +5,10 @@
 //! line never interleaves with handler output written to the same pipe.
 
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::SocketAddr,
+    os::unix::fs::FileExt,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -87,20 +89,20 @@ pub fn report_line(
 
 /// What an invocation's END and REPORT lines say, taken when it ended and written by
 /// [`EndReport::emit`] once its caller has been answered.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use = "the END and REPORT lines are written by emit"]
 pub struct EndReport {
     pub request_id: String,
     pub duration: Duration,
     pub memory_mb: u32,
-    pub pid: Option<u32>,
+    pub memory: Option<Arc<MemoryProbe>>,
     pub init: Option<Duration>,
 }
 
 impl EndReport {
     /// Reads the process's peak memory and writes END and REPORT in one write.
     pub fn emit(self) {
-        let used = self.pid.and_then(max_memory_used_mb);
+        let used = self.memory.as_deref().and_then(MemoryProbe::max_used_mb);
         emit(&end_lines(
             &self.request_id,
             self.duration,
@@ -111,26 +113,47 @@ impl EndReport {
     }
 }
 
-/// The peak resident memory of a process in MB (`VmHWM`), as Lambda's "Max Memory Used".
+/// The peak resident memory of one handler process (`VmHWM`), Lambda's "Max Memory Used".
 ///
-/// One `read` into a buffer that holds the whole of `/proc/PID/status` (about 1.5 KB), rather
-/// than `read_to_string`'s growing reads: this runs once per invocation.
-pub fn max_memory_used_mb(pid: u32) -> Option<u64> {
-    let mut file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
-    let mut buf = [0u8; 4096];
-    let mut len = 0;
-    while len < buf.len() {
-        let n = file.read(&mut buf[len..]).ok()?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-        let status = String::from_utf8_lossy(&buf[..len]);
-        if let Some(kb) = parse_vm_hwm_kb(&status) {
-            return Some(kb.div_ceil(1024));
+/// `/proc/PID/status` is opened once per process and read again from offset 0 per invocation
+/// (the kernel regenerates it for every read at 0): one `pread` per REPORT line instead of
+/// open, read and close.
+#[derive(Debug)]
+pub struct MemoryProbe {
+    pid: u32,
+    status: Mutex<Option<std::fs::File>>,
+}
+
+impl MemoryProbe {
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            status: Mutex::new(None),
         }
     }
-    None
+
+    /// The peak in MB, or `None` once the process is gone.
+    pub fn max_used_mb(&self) -> Option<u64> {
+        let mut status = self.status.lock().ok()?;
+        if status.is_none() {
+            *status = std::fs::File::open(format!("/proc/{}/status", self.pid)).ok();
+        }
+        let file = status.as_ref()?;
+        // The whole file (about 1.5 KB) fits: one read, not read_to_string's growing ones.
+        let mut buf = [0u8; 4096];
+        let mut len = 0;
+        while len < buf.len() {
+            let n = file.read_at(&mut buf[len..], len as u64).ok()?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if let Some(kb) = parse_vm_hwm_kb(&String::from_utf8_lossy(&buf[..len])) {
+                return Some(kb.div_ceil(1024));
+            }
+        }
+        None
+    }
 }
 
 fn parse_vm_hwm_kb(status: &str) -> Option<u64> {
@@ -168,6 +191,13 @@ mod tests {
             Some(40960)
         );
         assert_eq!(parse_vm_hwm_kb("Name:\tnode\n"), None);
-        assert!(max_memory_used_mb(std::process::id()).is_some_and(|mb| mb > 0));
+        let probe = MemoryProbe::new(std::process::id());
+        let before = probe.max_used_mb().expect("this process's VmHWM");
+        // Read again through the same open file, after the peak has grown by 64 MB.
+        let grown: Vec<u8> = vec![1; 64 << 20];
+        std::hint::black_box(&grown);
+        let after = probe.max_used_mb().expect("this process's VmHWM again");
+        assert!(after >= before + 60, "VmHWM {before} MB then {after} MB");
+        assert_eq!(MemoryProbe::new(u32::MAX).max_used_mb(), None);
     }
 }
