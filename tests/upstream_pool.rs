@@ -168,3 +168,44 @@ async fn each_serving_thread_keeps_its_own_connections() {
         "upstream connections used: {ports:?}"
     );
 }
+
+#[tokio::test]
+async fn answers_framed_every_way_arrive_whole() {
+    let server = server();
+    // Early hints before the answer, no length (ended by the close), one byte per write, chunked.
+    for path in ["/hints", "/until-close", "/trickle", "/chunks", "/a"] {
+        let (status, body) = call(&server, reqwest::Method::GET, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["method"], "GET", "{path}: {body}");
+        assert_eq!(body["received"], 10, "{path}: the request body arrives");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_a_502_and_the_next_request_is_served() {
+    let server = server();
+    let (status, body) = call(&server, reqwest::Method::GET, "/garbage").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    let (status, body) = call(&server, reqwest::Method::GET, "/a").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_streamed_request_body_arrives_whole() {
+    let server = server();
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = (0..20u8)
+        .map(|i| Ok(vec![b'a' + i; 1000 + usize::from(i)]))
+        .collect();
+    let total: usize = (0..20).map(|i| 1000 + i).sum();
+    // No length: the client sends it chunked, and so does the gateway to the instance.
+    let response = reqwest::Client::new()
+        .post(server.url("/streamed"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["received"], total, "{body}");
+}

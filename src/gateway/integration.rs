@@ -179,12 +179,12 @@ pin_project_lite::pin_project! {
 
 impl http_body::Body for LeasedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::h1::ExchangeError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.project().body.poll_frame(cx)
     }
 
