@@ -8,7 +8,7 @@
 //! that port accepts a connection.
 
 use std::{
-    io,
+    io::{self, Read},
     net::SocketAddr,
     process::{ExitStatus, Stdio},
     sync::Arc,
@@ -20,7 +20,6 @@ use nix::{
     unistd::Pid,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt},
     net::TcpStream,
     process::{Child, Command},
     sync::mpsc,
@@ -175,19 +174,21 @@ fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
         Protocol::Lambda => Stdio::piped(),
         Protocol::Http => Stdio::null(),
     };
+    // Plain pipes read by threads of their own, not by the async runtime: see `forward`.
+    let (out, out_writer) = std::io::pipe()?;
+    let (err, err_writer) = std::io::pipe()?;
     cmd.stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out_writer)
+        .stderr(err_writer)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
+    let child = cmd.spawn()?;
+    // The command holds this process's copies of the write ends: without dropping it, the
+    // readers would never see the end of the streams.
+    drop(cmd);
     let (tx, rx) = mpsc::unbounded_channel();
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(out, plan.key.clone(), plan.sink.clone(), Some(tx)));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(err, plan.key.clone(), plan.sink.clone(), None));
-    }
+    spawn_forwarder("out", out, plan, Some(tx))?;
+    spawn_forwarder("err", err, plan, None)?;
     Ok((child, rx, http_addr))
 }
 
@@ -235,22 +236,46 @@ fn free_port() -> io::Result<u16> {
 /// size (Lambda also cuts log events, at 256 KB), so a process cannot grow this buffer forever.
 const MAX_LINE: usize = 256 * 1024;
 
-/// Forwards a stream to the sink; stdout's announcements go to `announce`.
-///
-/// Every complete line one read brings goes to the sink in one call, so an invocation's END and
-/// REPORT lines (one write by the runtime) cost one read and one write here, not one per line.
-async fn forward(
-    mut stream: impl AsyncRead + Unpin,
-    key: FunctionKey,
-    sink: Arc<dyn OutputSink>,
+/// After passing on what one read brought, a forwarder waits this long before reading again.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+fn spawn_forwarder(
+    stream: &str,
+    pipe: std::io::PipeReader,
+    plan: &InstancePlan,
     announce: Option<mpsc::UnboundedSender<Announcement>>,
+) -> io::Result<()> {
+    let (key, sink) = (plan.key.clone(), plan.sink.clone());
+    std::thread::Builder::new()
+        .name(format!("{stream}-{}", plan.id))
+        .spawn(move || forward(pipe, &key, sink.as_ref(), announce.as_ref(), BATCH_WINDOW))
+        .map(drop)
+}
+
+/// Forwards a stream to the sink until it ends; stdout's announcements go to `announce`.
+///
+/// A blocking read on a thread of its own, then a pause of `window` after each batch: a busy
+/// function's lines (START, then END and REPORT, per invocation) pile up in the pipe meanwhile
+/// and go out together, instead of waking this process for every write of the instance (which
+/// cost a lambda request two wake-ups of the gateway on top of its own two; a pipe registered
+/// with the async runtime wakes it on every write even while nobody reads). Every complete line
+/// of a read goes to the sink in one call.
+fn forward(
+    mut stream: impl Read,
+    key: &FunctionKey,
+    sink: &dyn OutputSink,
+    announce: Option<&mpsc::UnboundedSender<Announcement>>,
+    window: Duration,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
     let mut closed = false;
     loop {
         if !closed {
-            buf.reserve(8 * 1024);
-            closed = !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0);
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => closed = true,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
         let complete = if buf.len() >= MAX_LINE && !buf[..MAX_LINE].contains(&b'\n') {
             MAX_LINE
@@ -266,16 +291,19 @@ async fn forward(
         let text = String::from_utf8_lossy(&buf[..complete]);
         let lines: Vec<&str> = text
             .lines()
-            .filter(|line| !announced(line, announce.as_ref()))
+            .filter(|line| !announced(line, announce))
             .collect();
         if !lines.is_empty() {
-            sink.lines(&key, &lines);
+            sink.lines(key, &lines);
         }
         drop(lines);
         drop(text);
         buf.drain(..complete);
         if closed && buf.is_empty() {
             return;
+        }
+        if !closed {
+            std::thread::sleep(window);
         }
     }
 }
@@ -369,7 +397,7 @@ fn describe(status: &io::Result<ExitStatus>) -> String {
 mod tests {
     use std::sync::Mutex;
 
-    use tokio::io::AsyncWriteExt;
+    use std::io::Write;
 
     use super::*;
 
@@ -388,38 +416,37 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn forwards_whole_lines_per_read_and_takes_out_announcements() {
-        let (mut writer, reader) = tokio::io::duplex(1024 * 1024);
+    #[test]
+    fn forwards_whole_lines_per_read_and_takes_out_announcements() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
         let sink = Arc::new(Batches::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(forward(
-            reader,
-            FunctionKey::new("default", "f"),
-            sink.clone(),
-            Some(tx),
-        ));
+        let forwarder = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let key = FunctionKey::new("default", "f");
+                forward(reader, &key, sink.as_ref(), Some(&tx), Duration::ZERO);
+            })
+        };
+        let pause = || std::thread::sleep(Duration::from_millis(20));
         writer
             .write_all(b"KFAAS_LISTENING 127.0.0.1:4000\nKFAAS_READY\n")
-            .await
             .unwrap();
-        assert!(matches!(rx.recv().await, Some(Announcement::Listening(a)) if a.port() == 4000));
-        assert!(matches!(rx.recv().await, Some(Announcement::Ready)));
+        pause();
         // A line split across two writes comes out whole; lines of one write come out together.
-        writer.write_all(b"START Req").await.unwrap();
-        tokio::task::yield_now().await;
-        writer.write_all(b"uestId: 1\n").await.unwrap();
-        tokio::task::yield_now().await;
-        writer
-            .write_all(b"END 1\r\nREPORT 1\n\npartial")
-            .await
-            .unwrap();
-        tokio::task::yield_now().await;
+        writer.write_all(b"START Req").unwrap();
+        pause();
+        writer.write_all(b"uestId: 1\n").unwrap();
+        pause();
+        writer.write_all(b"END 1\r\nREPORT 1\n\npartial").unwrap();
+        pause();
         // A run longer than MAX_LINE without a newline is cut instead of held.
-        writer.write_all(&vec![b'x'; MAX_LINE]).await.unwrap();
+        writer.write_all(&vec![b'x'; MAX_LINE]).unwrap();
         drop(writer);
-        task.await.unwrap();
+        forwarder.join().unwrap();
 
+        assert!(matches!(rx.try_recv(), Ok(Announcement::Listening(a)) if a.port() == 4000));
+        assert!(matches!(rx.try_recv(), Ok(Announcement::Ready)));
         let batches = sink.0.lock().unwrap().clone();
         let lines: Vec<String> = batches.iter().flatten().cloned().collect();
         let text = lines.join("|");
