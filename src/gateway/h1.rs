@@ -683,6 +683,53 @@ fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ()> {
     }
 }
 
+/// Reads a whole answer held in memory the way a connection reads it from the socket, `step`
+/// bytes at a time: its head and its body. For the fuzz target and the tests.
+pub fn decode_answer(
+    wire: &[u8],
+    method: &Method,
+    step: usize,
+) -> Result<(Response<()>, Vec<u8>), ExchangeError> {
+    let step = step.max(1);
+    let mut fed = 0;
+    let mut buf = BytesMut::new();
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        if fed == wire.len() {
+            return false;
+        }
+        let next = (fed + step).min(wire.len());
+        buf.extend_from_slice(&wire[fed..next]);
+        fed = next;
+        true
+    };
+    let (response, mut decoder) = loop {
+        match parse_head(&buf)? {
+            Some((head, len)) => {
+                let bytes = buf.split_to(len).freeze();
+                if head.status.is_informational() {
+                    continue;
+                }
+                let (response, decoder, _) = head.build(&bytes, method)?;
+                break (response, decoder);
+            }
+            None if !feed(&mut buf) => return Err(ExchangeError::ClosedBeforeAnswer),
+            None => {}
+        }
+    };
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::End => return Ok((response, body)),
+            Decoded::NeedMore if feed(&mut buf) => {}
+            Decoded::NeedMore if matches!(decoder, Decoder::UntilClose) => {
+                return Ok((response, body));
+            }
+            Decoded::NeedMore => return Err(ExchangeError::Incomplete),
+        }
+    }
+}
+
 /// A request body of zero length, for the framing tests.
 #[cfg(test)]
 fn empty_body() -> Body {

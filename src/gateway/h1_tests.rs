@@ -281,3 +281,26 @@ fn a_length_body_stops_at_its_length() {
     let (_, end) = decode_in_steps(Decoder::UntilClose, b"all of it", 4);
     assert!(end.is_err(), "only the close ends it");
 }
+
+#[test]
+fn a_whole_answer_reads_the_same_however_it_is_split() {
+    let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    for step in [1, 5, wire.len()] {
+        let (response, body) = decode_answer(wire, &Method::POST, step).expect("valid");
+        assert_eq!(response.status(), StatusCode::CREATED, "step {step}");
+        assert_eq!(response.headers()["x-a"], "1");
+        assert_eq!(body, b"abcde", "step {step}");
+    }
+    assert!(matches!(
+        decode_answer(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
+            &Method::GET,
+            3
+        ),
+        Err(ExchangeError::Incomplete)
+    ));
+    assert!(matches!(
+        decode_answer(b"HTTP/1.1 200 OK\r\n", &Method::GET, 3),
+        Err(ExchangeError::ClosedBeforeAnswer)
+    ));
+}

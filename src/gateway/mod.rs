@@ -7,7 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod event;
-mod h1;
+pub mod h1;
 pub mod handler;
 mod integration;
 pub mod invoke;
