@@ -22,7 +22,7 @@ use http::{
 };
 use http_body::{Body as _, SizeHint};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -161,109 +161,46 @@ impl Conn {
         }
         if !whole {
             let sent = kept.as_ref().map_or(0, |b| b.len() as u64);
-            if let Err(e) = self.send_rest(framing, body, sent).await {
-                self.reusable = false;
-                return Err(failed(e, false, None));
-            }
+            // The answer is read while the body streams: an instance may answer early (a 413, a
+            // 401) and stop reading, and that answer is the one to pass on.
+            let (mut reader, mut writer) = self.io.split();
+            let sending = send_rest(&mut writer, framing, body, sent);
+            let reading = read_head(&mut reader, &mut self.buf, &parts.method);
+            tokio::pin!(sending, reading);
+            let answer = tokio::select! {
+                biased;
+                sent = &mut sending => match sent {
+                    Ok(()) => reading.await,
+                    // The socket failed: an answer the instance sent before closing still counts.
+                    Err(e @ ExchangeError::Write(_)) => reading.await.map_err(|_| e),
+                    Err(e) => Err(e),
+                },
+                answer = &mut reading => {
+                    // Answered before the whole request went out: not at a message boundary.
+                    answer.map(|(response, decoder, _)| (response, decoder, false))
+                }
+            };
+            return match answer {
+                Ok((response, decoder, keep_alive)) => {
+                    self.reusable = keep_alive;
+                    Ok((response, decoder))
+                }
+                Err(e) => {
+                    self.reusable = false;
+                    Err(failed(e, false, None))
+                }
+            };
         }
-        match self.read_head(&parts.method).await {
-            Ok(answer) => Ok(answer),
+        match read_head(&mut self.io, &mut self.buf, &parts.method).await {
+            Ok((response, decoder, keep_alive)) => {
+                self.reusable = keep_alive;
+                Ok((response, decoder))
+            }
             Err(e) => {
                 self.reusable = false;
                 let unanswered = matches!(e, ExchangeError::ClosedBeforeAnswer);
                 Err(failed(e, unanswered, resendable(&kept)))
             }
-        }
-    }
-
-    /// Streams the rest of a request body after the head.
-    async fn send_rest(
-        &mut self,
-        framing: Framing,
-        mut body: Body,
-        mut sent: u64,
-    ) -> Result<(), ExchangeError> {
-        let mut out = BytesMut::new();
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
-            let frame = frame.map_err(ExchangeError::RequestBody)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers are not forwarded
-            };
-            sent += data.len() as u64;
-            if let Framing::Length(n) = framing
-                && sent > n
-            {
-                return Err(ExchangeError::RequestBodyLength(n));
-            }
-            out.clear();
-            encode_data(framing, &data, &mut out);
-            self.io
-                .write_all(&out)
-                .await
-                .map_err(ExchangeError::Write)?;
-        }
-        if let Framing::Length(n) = framing
-            && sent != n
-        {
-            return Err(ExchangeError::RequestBodyLength(n));
-        }
-        out.clear();
-        encode_end(framing, &mut out);
-        if !out.is_empty() {
-            self.io
-                .write_all(&out)
-                .await
-                .map_err(ExchangeError::Write)?;
-        }
-        Ok(())
-    }
-
-    /// Reads until a final (non-1xx) answer's head is in.
-    async fn read_head(
-        &mut self,
-        method: &Method,
-    ) -> Result<(Response<()>, Decoder), ExchangeError> {
-        let mut received = !self.buf.is_empty();
-        loop {
-            if let Some((head, len)) = parse_head(&self.buf)? {
-                let head_bytes = self.buf.split_to(len).freeze();
-                if head.status.is_informational() {
-                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(ExchangeError::Malformed(
-                            "101 Switching Protocols: upgrades are not supported".into(),
-                        ));
-                    }
-                    continue; // 100 Continue, 103 Early Hints: the real answer follows
-                }
-                let (response, decoder, keep_alive) = head.build(&head_bytes, method)?;
-                self.reusable = keep_alive && !matches!(decoder, Decoder::UntilClose);
-                return Ok((response, decoder));
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(ExchangeError::Malformed(format!(
-                    "the head is longer than {MAX_HEAD} bytes"
-                )));
-            }
-            self.buf.reserve(READ_CHUNK);
-            let n = self
-                .io
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::ConnectionReset if !received => {
-                        ExchangeError::ClosedBeforeAnswer
-                    }
-                    _ => ExchangeError::Read(e),
-                })?;
-            if n == 0 {
-                return Err(if received {
-                    ExchangeError::Incomplete
-                } else {
-                    ExchangeError::ClosedBeforeAnswer
-                });
-            }
-            received = true;
         }
     }
 
@@ -304,6 +241,86 @@ impl Conn {
     }
 }
 
+/// Streams the rest of a request body after the head.
+async fn send_rest(
+    io: &mut (impl AsyncWrite + Unpin),
+    framing: Framing,
+    mut body: Body,
+    mut sent: u64,
+) -> Result<(), ExchangeError> {
+    let mut out = BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(ExchangeError::RequestBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        sent += data.len() as u64;
+        if let Framing::Length(n) = framing
+            && sent > n
+        {
+            return Err(ExchangeError::RequestBodyLength(n));
+        }
+        out.clear();
+        encode_data(framing, &data, &mut out);
+        io.write_all(&out).await.map_err(ExchangeError::Write)?;
+    }
+    if let Framing::Length(n) = framing
+        && sent != n
+    {
+        return Err(ExchangeError::RequestBodyLength(n));
+    }
+    out.clear();
+    encode_end(framing, &mut out);
+    if !out.is_empty() {
+        io.write_all(&out).await.map_err(ExchangeError::Write)?;
+    }
+    Ok(())
+}
+
+/// Reads until a final (non-1xx) answer's head is in: the answer, its body's decoder, and
+/// whether the connection may carry another request after it.
+async fn read_head(
+    io: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<(Response<()>, Decoder, bool), ExchangeError> {
+    let mut received = !buf.is_empty();
+    loop {
+        if let Some((head, len)) = parse_head(buf)? {
+            let head_bytes = buf.split_to(len).freeze();
+            if head.status.is_informational() {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(ExchangeError::Malformed(
+                        "101 Switching Protocols: upgrades are not supported".into(),
+                    ));
+                }
+                continue; // 100 Continue, 103 Early Hints: the real answer follows
+            }
+            let (response, decoder, keep_alive) = head.build(&head_bytes, method)?;
+            let reusable = keep_alive && !matches!(decoder, Decoder::UntilClose);
+            return Ok((response, decoder, reusable));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(ExchangeError::Malformed(format!(
+                "the head is longer than {MAX_HEAD} bytes"
+            )));
+        }
+        buf.reserve(READ_CHUNK);
+        let n = io.read_buf(buf).await.map_err(|e| match e.kind() {
+            io::ErrorKind::ConnectionReset if !received => ExchangeError::ClosedBeforeAnswer,
+            _ => ExchangeError::Read(e),
+        })?;
+        if n == 0 {
+            return Err(if received {
+                ExchangeError::Incomplete
+            } else {
+                ExchangeError::ClosedBeforeAnswer
+            });
+        }
+        received = true;
+    }
+}
+
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -328,7 +345,7 @@ fn request_framing(parts: &Parts, body: &Body) -> Result<Framing, ExchangeError>
             });
     }
     if body.is_end_stream() {
-        // As hyper does: methods that carry a body say it is empty; GET and the like say nothing.
+        // Methods that carry a body say it is empty (RFC 9110 §8.6); GET and the like say nothing.
         let says_empty = !matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::CONNECT
@@ -468,14 +485,24 @@ impl Head {
             || self.status == StatusCode::NOT_MODIFIED
         {
             Decoder::Done
-        } else if let Some(te) = map.get(header::TRANSFER_ENCODING) {
-            // Both framings at once is a smuggling pattern: read this one, keep nothing after.
-            if map.contains_key(header::CONTENT_LENGTH) {
+        } else if map.contains_key(header::TRANSFER_ENCODING) {
+            if self.version == Version::HTTP_10 {
+                // HTTP/1.0 has no transfer codings: its framing cannot be trusted (RFC 9112 §6.1).
+                return Err(ExchangeError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 answer".into(),
+                ));
+            }
+            // Both framings at once is a smuggling pattern: read this one, keep nothing after,
+            // and pass on no Content-Length (RFC 9112 §6.3).
+            if map.remove(header::CONTENT_LENGTH).is_some() {
                 keep_alive = false;
             }
-            let chunked = te
-                .to_str()
-                .ok()
+            // The last coding of all the lines decides.
+            let chunked = map
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
             if chunked {
@@ -618,13 +645,17 @@ impl ChunkedDecoder {
                     else {
                         return Ok(Decoded::NeedMore);
                     };
+                    // chunk-size [ BWS ";" extensions ]: hex digits only, no sign, no spaces before.
                     let digits = line[..].split(|&b| b == b';').next().unwrap_or_default();
-                    let digits = std::str::from_utf8(digits)
-                        .map_err(|_| bad("size"))?
-                        .trim_matches([' ', '\t']);
-                    if digits.is_empty() || digits.len() > 15 {
+                    let digits = digits.trim_ascii_end();
+                    if digits.is_empty()
+                        || digits.len() > 15
+                        || !digits.iter().all(u8::is_ascii_hexdigit)
+                        || line.iter().any(|&b| b == b'\r' || b == b'\n')
+                    {
                         return Err(bad("size"));
                     }
+                    let digits = std::str::from_utf8(digits).map_err(|_| bad("size"))?;
                     let size = u64::from_str_radix(digits, 16).map_err(|_| bad("size"))?;
                     *self = if size == 0 {
                         Self::Trailers

@@ -304,3 +304,109 @@ fn a_whole_answer_reads_the_same_however_it_is_split() {
         Err(ExchangeError::ClosedBeforeAnswer)
     ));
 }
+
+#[test]
+fn transfer_encoding_is_decided_by_its_last_coding_over_all_lines() {
+    let (d, _) = framing_of(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+        Method::GET,
+    )
+    .expect("valid");
+    assert!(
+        matches!(d, Decoder::UntilClose),
+        "chunked, then gzip: read to the close"
+    );
+    let (d, _) = framing_of(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        Method::GET,
+    )
+    .expect("valid");
+    assert!(matches!(d, Decoder::Chunked(_)));
+    assert!(
+        framing_of(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET
+        )
+        .is_err(),
+        "HTTP/1.0 has no transfer codings"
+    );
+    let answer: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+    let (head, _) = parse_head(answer).expect("valid").expect("complete");
+    let (response, _, keep_alive) = head
+        .build(&Bytes::from_static(answer), &Method::GET)
+        .expect("built");
+    assert!(!keep_alive);
+    assert!(
+        !response.headers().contains_key("content-length"),
+        "a proxy passes on no Content-Length beside Transfer-Encoding"
+    );
+}
+
+#[test]
+fn chunk_sizes_are_hex_digits_only() {
+    let (body, end) = decode_in_steps(
+        Decoder::Chunked(ChunkedDecoder::default()),
+        b"5 ;ext=\"a b\"\r\nhello\r\n0\r\n\r\n",
+        1,
+    );
+    assert_eq!(
+        (body.as_slice(), end),
+        (&b"hello"[..], Ok(())),
+        "BWS before an extension"
+    );
+    for wire in [
+        &b"+5\r\nhello\r\n0\r\n\r\n"[..],
+        b" 5\r\nhello\r\n",
+        b"5\rx\r\nhello\r\n",
+    ] {
+        let (_, end) = decode_in_steps(Decoder::Chunked(ChunkedDecoder::default()), wire, 1);
+        assert!(end.is_err(), "{wire:?}");
+    }
+}
+
+/// An instance that answers before it has read the request's body, and then reads nothing.
+#[tokio::test]
+async fn an_early_answer_is_returned_while_the_body_is_still_streaming() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let instance = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut head = vec![0u8; 4096];
+        let _ = socket.read(&mut head).await.expect("read");
+        socket
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo much")
+            .await
+            .expect("write");
+        // Kept open and never read again, as a server that gave up on the request.
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(socket);
+    });
+    // 256 MiB of body, far more than the socket buffers hold.
+    let frames = futures::stream::iter(
+        (0..256).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 1 << 20])))),
+    );
+    let body = StreamBody::new(frames).boxed();
+    let mut conn = Conn::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    let parts = parts(Method::POST, "/upload", &[("host", "fn")]);
+    let exchange = conn.exchange(&parts, body);
+    let (response, mut decoder) =
+        tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+            .await
+            .expect("the early answer came back while the body was still streaming")
+            .expect("an answer");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = std::future::poll_fn(|cx| conn.poll_body(&mut decoder, cx))
+        .await
+        .expect("a body")
+        .expect("read");
+    assert_eq!(&body[..], b"too much");
+    assert!(
+        !conn.reusable(),
+        "a connection answered mid-request is not reused"
+    );
+    instance.abort();
+}

@@ -28,6 +28,10 @@ use super::{
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often check-ins sweep out expired and closed idle connections (of gone instances too).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long may be closed by the instance's keep-alive timeout just as
+/// a request goes out on it; only then is an idempotent request that got no answer sent again
+/// (sooner, a close without an answer more likely means the instance failed on it).
+const RESEND_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Why an exchange with an instance failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +86,9 @@ impl UpstreamPool {
     ///
     /// A request goes out again, once, on a new connection when a pooled connection turns out
     /// to be closed: when writing it failed (nothing reached the instance), or when the
-    /// connection closed before any answer and the request is idempotent (RFC 9110 §9.2.2) —
-    /// in both cases only with a body that is whole (empty, or sent in one piece and kept).
+    /// connection had been idle for `RESEND_AFTER_IDLE` and closed before any answer and the
+    /// request is idempotent (RFC 9110 §9.2.2) — in both cases only with a body that is whole
+    /// (empty, or sent in one piece and kept).
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
@@ -92,10 +97,10 @@ impl UpstreamPool {
         let (parts, mut body) = request.into_parts();
         let mut fresh_only = false;
         loop {
-            let (mut conn, reused) = match (!fresh_only).then(|| self.checkout(addr)).flatten() {
-                Some(conn) => (conn, true),
+            let (mut conn, idle_for) = match (!fresh_only).then(|| self.checkout(addr)).flatten() {
+                Some((conn, idle_for)) => (conn, Some(idle_for)),
                 // Boxed: the rare path would otherwise make every request's future larger.
-                None => (Box::pin(self.connect(addr)).await?, false),
+                None => (Box::pin(self.connect(addr)).await?, None),
             };
             match conn.exchange(&parts, body).await {
                 Ok((head, decoder)) => {
@@ -107,10 +112,11 @@ impl UpstreamPool {
                     }));
                 }
                 Err(failed) => {
-                    let again = reused
-                        && failed.unanswered
-                        && (matches!(failed.error, ExchangeError::Write(_))
-                            || is_idempotent(&parts.method));
+                    let again = idle_for.is_some_and(|idle| {
+                        failed.unanswered
+                            && (matches!(failed.error, ExchangeError::Write(_))
+                                || (idle >= RESEND_AFTER_IDLE && is_idempotent(&parts.method)))
+                    });
                     body = match failed.body {
                         Some(whole) if again => whole,
                         _ => return Err(failed.error.into()),
@@ -122,15 +128,17 @@ impl UpstreamPool {
         }
     }
 
-    /// The most recently used idle connection to `addr` that is still open.
-    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
+    /// The most recently used idle connection to `addr` that is still open, and how long it
+    /// was idle.
+    fn checkout(&self, addr: SocketAddr) -> Option<(Conn, Duration)> {
         let mut idle = self.lock();
         let list = idle.by_addr.get_mut(&addr)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             // A FIN or reset the instance sent while it sat idle shows here.
-            if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.is_idle_open() {
-                return Some(entry.conn);
+            let idle_for = now.duration_since(entry.since);
+            if idle_for < IDLE_TIMEOUT && entry.conn.is_idle_open() {
+                return Some((entry.conn, idle_for));
             }
         }
         None
