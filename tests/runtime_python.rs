@@ -32,6 +32,24 @@ async fn python(handler: &str, extra: &[&str]) -> Runtime {
 }
 
 #[tokio::test]
+async fn each_invocation_sees_its_own_trace_id_in_the_environment() {
+    let rt = python("handlers.trace_env", &[]).await;
+    let first = rt.invoke("{}").await.ok();
+    let second = rt.invoke("{}").await.ok();
+    for body in [&first, &second] {
+        let trace = body["trace"].as_str().expect("a trace id");
+        assert!(trace.starts_with("Root=1-"), "{body}");
+        assert_eq!(body["has"], true, "{body}");
+        assert_eq!(body["listed"], true, "{body}");
+        assert_eq!(
+            body["child"], trace,
+            "a child given os.environ gets it: {body}"
+        );
+    }
+    assert_ne!(first["trace"], second["trace"], "one trace per invocation");
+}
+
+#[tokio::test]
 async fn result_context_env_and_log_frame() {
     let rt = python(
         "handlers.info",
