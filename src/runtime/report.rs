@@ -44,26 +44,6 @@ pub fn end_line(request_id: &str) -> String {
     format!("END RequestId: {request_id}")
 }
 
-/// The END and REPORT lines of one invocation, as one piece for [`emit`].
-pub fn end_lines(
-    request_id: &str,
-    duration: Duration,
-    memory_mb: u32,
-    max_used_mb: Option<u64>,
-    init: Option<Duration>,
-) -> String {
-    let mut lines = end_line(request_id);
-    lines.push('\n');
-    lines.push_str(&report_line(
-        request_id,
-        duration,
-        memory_mb,
-        max_used_mb,
-        init,
-    ));
-    lines
-}
-
 /// Lambda's REPORT line; `init` is given on the first invocation of a process only.
 pub fn report_line(
     request_id: &str,
@@ -103,13 +83,16 @@ impl EndReport {
     /// Reads the process's peak memory and writes END and REPORT in one write.
     pub fn emit(self) {
         let used = self.memory.as_deref().and_then(MemoryProbe::max_used_mb);
-        emit(&end_lines(
+        let mut lines = end_line(&self.request_id);
+        lines.push('\n');
+        lines.push_str(&report_line(
             &self.request_id,
             self.duration,
             self.memory_mb,
             used,
             self.init,
         ));
+        emit(&lines);
     }
 }
 
