@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Runtime, fixture, get_status};
+use support::{Runtime, assert_one_trace_per_invocation, fixture, get_status};
 
 fn python_args(code: &str, handler: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -36,17 +36,7 @@ async fn each_invocation_sees_its_own_trace_id_in_the_environment() {
     let rt = python("handlers.trace_env", &[]).await;
     let first = rt.invoke("{}").await.ok();
     let second = rt.invoke("{}").await.ok();
-    for body in [&first, &second] {
-        let trace = body["trace"].as_str().expect("a trace id");
-        assert!(trace.starts_with("Root=1-"), "{body}");
-        assert_eq!(body["has"], true, "{body}");
-        assert_eq!(body["listed"], true, "{body}");
-        assert_eq!(
-            body["child"], trace,
-            "a child given os.environ gets it: {body}"
-        );
-    }
-    assert_ne!(first["trace"], second["trace"], "one trace per invocation");
+    assert_one_trace_per_invocation(&first, &second);
 }
 
 #[tokio::test]
