@@ -95,17 +95,22 @@ impl KfaasProcess {
     }
 }
 
-/// Starts `kfaas controller` for one namespace and waits until it leads.
-pub fn start_controller(ns: &str, extra: &[&str]) -> KfaasProcess {
-    let mut args = vec![
+/// `kfaas controller` for one namespace, its lease in that namespace, under `identity`.
+pub fn controller_args<'a>(ns: &'a str, identity: &'a str) -> [&'a str; 7] {
+    [
         "controller",
         "--namespace",
         ns,
         "--lease-namespace",
         ns,
         "--identity",
-        "e2e-controller",
-    ];
+        identity,
+    ]
+}
+
+/// Starts `kfaas controller` for one namespace and waits until it leads.
+pub fn start_controller(ns: &str, extra: &[&str]) -> KfaasProcess {
+    let mut args = controller_args(ns, "e2e-controller").to_vec();
     args.extend_from_slice(extra);
     let mut controller = KfaasProcess::spawn(
         &format!("controller-{ns}"),

@@ -154,15 +154,7 @@ impl Candidate {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = std::process::Command::new(kfaas_e2e::process::kfaas_bin())
-            .args([
-                "controller",
-                "--namespace",
-                ns,
-                "--lease-namespace",
-                ns,
-                "--identity",
-                identity,
-            ])
+            .args(kfaas_e2e::process::controller_args(ns, identity))
             .env("KFAAS_LOG", "info,kfaas::controller::leader=debug")
             .stdin(std::process::Stdio::null())
             .stdout(out)
