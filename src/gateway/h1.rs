@@ -546,7 +546,8 @@ fn content_length(map: &HeaderMap) -> Option<u64> {
     length
 }
 
-fn has_token(map: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header (`Connection`, say) lists `token`, in any of its lines.
+pub(super) fn has_token(map: &HeaderMap, name: HeaderName, token: &str) -> bool {
     map.get_all(name).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

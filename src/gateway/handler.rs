@@ -11,7 +11,6 @@ use std::{
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header, request::Parts};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::{
@@ -28,6 +27,7 @@ use super::{
         cors::CorsPolicy,
         jwks::HttpJwksFetcher,
     },
+    request_body::RequestBody,
     table::{FunctionEntry, Matched, RouteEntry, RouteTable, host_without_port},
 };
 use crate::{
@@ -192,7 +192,7 @@ impl Gateway {
     /// Answers one request. Never fails: every failure becomes API Gateway's answer.
     pub async fn handle(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -294,7 +294,7 @@ impl Gateway {
 
     async fn serve(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         peer: SocketAddr,
         request_id: &HeaderValue,
         clock: RequestClock,

@@ -10,7 +10,6 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, header, request::Parts};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::{
     activator::Lease,
@@ -19,6 +18,7 @@ use super::{
     event::{build_v1, build_v2},
     handler::{Call, Gateway, Trace},
     invoke::{Body, BoxError, InvokeError, LambdaOutcome, UpstreamBody},
+    request_body::RequestBody,
     response::{map_v1, map_v2},
     table::FunctionEntry,
 };
@@ -37,7 +37,7 @@ impl Gateway {
     pub(super) async fn call_lambda(
         &self,
         call: &Call<'_>,
-        body: Incoming,
+        body: RequestBody,
         entry: &FunctionEntry,
         admitted: &Admitted,
         deadline: Instant,
@@ -121,7 +121,7 @@ impl Gateway {
         &self,
         forward: Forward<'_>,
         mut parts: Parts,
-        body: Incoming,
+        body: RequestBody,
         entry: &FunctionEntry,
         deadline: Instant,
         trace: &mut Trace,
@@ -235,7 +235,7 @@ fn path_and_query(
         .map_err(|e| GatewayError::BadRequest(e.to_string()))
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {

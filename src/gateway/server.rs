@@ -1,4 +1,4 @@
-//! Accepting connections: the public listener (HTTP/1.1 and h2c) and the admin listener
+//! Accepting connections: the public listener (HTTP/1.1 and h2c, `super::h1_server`) and the admin listener
 //! (`/metrics`, `/healthz`, `/readyz`).
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
@@ -6,10 +6,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -118,29 +115,9 @@ async fn accept_loop(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Can
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let gateway = Arc::clone(&gateway);
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // One flat buffer and `send` per answer instead of `writev`: the vectored call goes
-            // through the VFS layer, which cost more than copying a small body (measured).
-            builder.http1().writev(false);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
+        connections.spawn(super::h1_server::serve_connection(
+            gateway, stream, peer, shutdown,
+        ));
     }
     connections.close();
     connections.wait().await;

@@ -1,0 +1,515 @@
+//! The gateway's server side of one client connection: HTTP/1.1 of its own, and h2c (HTTP/2
+//! with prior knowledge) handed to hyper.
+//!
+//! hyper's HTTP/1.1 server put a dispatcher, a general codec and a body channel between the
+//! socket and the handler; the gateway answers one request at a time per connection from the
+//! connection's own task, so this reads the head with `httparse` straight from one buffer, calls
+//! the handler in place and writes the answer's head and a small body with one `send`
+//! (docs/benchmarks.md, "A server of its own"). Requests are answered in order, so pipelined
+//! ones are too.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, Response, Version};
+use http_body::Body as _;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::{TcpStream, tcp::OwnedWriteHalf},
+};
+use tokio_util::{
+    io::poll_read_buf,
+    sync::{CancellationToken, WaitForCancellationFuture},
+};
+
+use super::{
+    error::GatewayError,
+    h1_request::{HeadError, parse_request_head},
+    h1_response::{
+        ResponseFraming, encode_body_data, encode_body_end, encode_response_head, response_framing,
+    },
+    handler::Gateway,
+    invoke::{Body, full},
+    request_body::{Http1Body, Reader, RequestBody},
+};
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How much a read asks for at least.
+const READ_CHUNK: usize = 8 * 1024;
+/// An answer's body is written once this much of it is buffered, or when it has no more ready.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A request's head, once begun, must be whole within this (a client that trickles its head
+/// holds a connection, not the server).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a client is told before it sends a body it asked to send with `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long a closing connection goes on reading what the client still sends, so that closing
+/// with unread bytes does not reset the connection under the answer (RFC 9112 §9.6).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one client connection until it closes, fails, or `shutdown` is cancelled (then the
+/// request in progress is answered and the connection closes).
+pub(super) async fn serve_connection(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    match read_preface(&stream, &mut buf, cancelled.as_mut()).await {
+        Ok(Opening::Http2) => {
+            serve_http2(gateway, stream, buf.freeze(), peer, shutdown.clone()).await;
+        }
+        Ok(Opening::Http1) => {
+            let (half, writer) = stream.into_split();
+            let mut connection = Connection {
+                reader: Some(Reader { half, buf }),
+                writer,
+                out: BytesMut::with_capacity(READ_CHUNK),
+                peer,
+            };
+            connection.serve(&gateway, &shutdown, cancelled).await;
+        }
+        Ok(Opening::Closed) => {}
+        Err(e) => tracing::debug!(error = %e, %peer, "connection ended before a request"),
+    }
+}
+
+enum Opening {
+    Http1,
+    Http2,
+    Closed,
+}
+
+/// Reads until the first bytes tell HTTP/2's preface from an HTTP/1 request.
+async fn read_preface(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+) -> io::Result<Opening> {
+    loop {
+        let seen = buf.len().min(H2_PREFACE.len());
+        if buf[..seen] != H2_PREFACE[..seen] {
+            return Ok(Opening::Http1);
+        }
+        if seen == H2_PREFACE.len() {
+            return Ok(Opening::Http2);
+        }
+        let wait = if buf.is_empty() {
+            None
+        } else {
+            Some(HEAD_TIMEOUT)
+        };
+        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), wait).await? {
+            Read::Data => {}
+            Read::Closed | Read::Cancelled => return Ok(Opening::Closed),
+        }
+    }
+}
+
+enum Read {
+    Data,
+    Closed,
+    Cancelled,
+}
+
+/// Reads what the client sent next into `buf`. While waiting, a cancelled `shutdown` ends the
+/// wait, and so does `timeout` if given.
+async fn read_more<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    timeout: Option<Duration>,
+) -> io::Result<Read> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 8 {
+        buf.reserve(READ_CHUNK);
+    }
+    // Only a head begun has a timeout, so the usual wait arms no timer.
+    let mut sleep = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    std::future::poll_fn(|cx| {
+        // Reading through `AsyncRead` forgets the socket's readiness after a short read, so
+        // the next wait goes to the runtime without a read that finds nothing (a system call).
+        if let Poll::Ready(read) = poll_read_buf(Pin::new(&mut *reader), cx, buf) {
+            return Poll::Ready(read.map(|n| if n == 0 { Read::Closed } else { Read::Data }));
+        }
+        if cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(Read::Cancelled));
+        }
+        if let Some(sleep) = &mut sleep
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request's head did not arrive in time",
+            )));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A connection's stream read through a shared reference, before it is known to be HTTP/1.
+struct Preface<'a>(&'a TcpStream);
+
+impl AsyncRead for Preface<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 connection.
+struct Connection {
+    /// The reading side and what was read, away while a request's body has it.
+    reader: Option<Reader>,
+    writer: OwnedWriteHalf,
+    /// The answer being written.
+    out: BytesMut,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        gateway: &Arc<Gateway>,
+        shutdown: &CancellationToken,
+        mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) {
+        loop {
+            let head = match self.read_head(cancelled.as_mut()).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(ServeError::Head(e)) => {
+                    let error = match e {
+                        HeadError::TooLarge => GatewayError::HeadersTooLarge {
+                            limit: super::h1_request::MAX_REQUEST_HEAD,
+                        },
+                        HeadError::Malformed(reason) => GatewayError::BadRequest(reason),
+                    };
+                    tracing::debug!(error = %error, peer = %self.peer, "refused a request's head");
+                    let response = error.to_response().map(full);
+                    let _ = self
+                        .write_response(response, Version::HTTP_11, false, false)
+                        .await;
+                    self.linger().await;
+                    return;
+                }
+                Err(ServeError::Io(e)) => {
+                    tracing::debug!(error = %e, peer = %self.peer, "connection ended");
+                    return;
+                }
+            };
+            let version = head.parts.version;
+            let head_request = head.parts.method == Method::HEAD;
+            let mut keep_alive = head.keep_alive;
+            let read_back = (!head.body.is_end()).then(|| Arc::new(Mutex::new(None)));
+            let body = match (&read_back, self.reader.take()) {
+                (Some(read_back), Some(reader)) => {
+                    if head.expect_continue {
+                        // The client waits for this before it sends the body. It goes out
+                        // before the handler runs, which reads the body of every request it
+                        // routes (RFC 9110 §10.1.1 lets a server send it early).
+                        self.out.clear();
+                        self.out.extend_from_slice(CONTINUE);
+                        if let Err(e) = write_all(&mut self.writer, &mut self.out).await {
+                            tracing::debug!(error = %e, peer = %self.peer, "writing 100 Continue failed");
+                            return;
+                        }
+                    }
+                    RequestBody::Http1(Http1Body::new(reader, head.body, Arc::clone(read_back)))
+                }
+                (_, reader) => {
+                    self.reader = reader;
+                    RequestBody::Empty
+                }
+            };
+            let request = Request::from_parts(head.parts, body);
+            let response = Arc::clone(gateway).handle(request, self.peer).await;
+            if let Some(read_back) = read_back {
+                // Only a body read to its end leaves the connection fit for another request;
+                // otherwise the rest of it may still be on the way, and the connection closes
+                // after the answer. A body still held somewhere keeps the reading side.
+                match read_back.lock().ok().and_then(|mut slot| slot.take()) {
+                    Some((reader, finished)) => {
+                        keep_alive &= finished;
+                        self.reader = Some(reader);
+                    }
+                    None => keep_alive = false,
+                }
+            }
+            keep_alive &= !shutdown.is_cancelled();
+            match self
+                .write_response(response, version, head_request, keep_alive)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.linger().await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, peer = %self.peer, "writing an answer failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next request's head, or `None` when the client closed (or the server is stopping)
+    /// between requests.
+    async fn read_head(
+        &mut self,
+        mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<Option<super::h1_request::RequestHead>, ServeError> {
+        let Some(reader) = &mut self.reader else {
+            return Ok(None);
+        };
+        loop {
+            if !reader.buf.is_empty()
+                && let Some((raw, len)) =
+                    parse_request_head(&reader.buf).map_err(ServeError::Head)?
+            {
+                let bytes = reader.buf.split_to(len).freeze();
+                return raw.build(&bytes).map(Some).map_err(ServeError::Head);
+            }
+            // Between requests a connection may idle; a head begun must come whole in time.
+            let timeout = (!reader.buf.is_empty()).then_some(HEAD_TIMEOUT);
+            match read_more(
+                &mut reader.half,
+                &mut reader.buf,
+                cancelled.as_mut(),
+                timeout,
+            )
+            .await
+            .map_err(ServeError::Io)?
+            {
+                Read::Data => {}
+                Read::Closed | Read::Cancelled => return Ok(None),
+            }
+        }
+    }
+
+    /// Writes an answer; `Ok(true)` when the connection stays open after it.
+    async fn write_response(
+        &mut self,
+        response: Response<Body>,
+        request_version: Version,
+        head_request: bool,
+        mut keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let framing = response_framing(
+            parts.status,
+            &parts.headers,
+            &body.size_hint(),
+            head_request,
+            request_version,
+        );
+        keep_alive &= framing != ResponseFraming::UntilClose;
+        self.out.clear();
+        encode_response_head(&parts, framing, keep_alive, request_version, &mut self.out);
+        if head_request || framing == ResponseFraming::NoBody {
+            write_all(&mut self.writer, &mut self.out).await?;
+            return Ok(keep_alive);
+        }
+        let mut written: u64 = 0;
+        let mut body = Pin::new(&mut body);
+        loop {
+            // Take what the body has ready; write when it has no more ready or enough is
+            // buffered, so a small answer goes out in one write with its head.
+            let out = &mut self.out;
+            let step = std::future::poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+                Poll::Pending if !out.is_empty() => Poll::Ready(Step::Flush),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+            })
+            .await;
+            match step {
+                Step::Flush => write_all(&mut self.writer, &mut self.out).await?,
+                Step::Frame(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        written += data.len() as u64;
+                        if let ResponseFraming::Length(n) = framing
+                            && written > n
+                        {
+                            return Err(io::Error::other(
+                                "the answer's body is longer than its length",
+                            ));
+                        }
+                        encode_body_data(framing, &data, &mut self.out);
+                        if self.out.len() >= WRITE_BATCH {
+                            write_all(&mut self.writer, &mut self.out).await?;
+                        }
+                    }
+                }
+                Step::Frame(Some(Err(e))) => {
+                    // What was sent of it cannot be taken back: the connection ends unfinished.
+                    write_all(&mut self.writer, &mut self.out).await?;
+                    return Err(io::Error::other(format!("the answer's body failed: {e}")));
+                }
+                Step::Frame(None) => {
+                    if let ResponseFraming::Length(n) = framing
+                        && written != n
+                    {
+                        write_all(&mut self.writer, &mut self.out).await?;
+                        return Err(io::Error::other(
+                            "the answer's body is shorter than its length",
+                        ));
+                    }
+                    encode_body_end(framing, &mut self.out);
+                    write_all(&mut self.writer, &mut self.out).await?;
+                    return Ok(keep_alive);
+                }
+            }
+        }
+    }
+
+    /// Closes the sending side and reads what the client still sends for a moment, so the answer
+    /// just written reaches it before the connection closes.
+    async fn linger(&mut self) {
+        let _ = self.writer.shutdown().await;
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
+        let drain = async {
+            loop {
+                reader.buf.clear();
+                match tokio::io::AsyncReadExt::read_buf(&mut reader.half, &mut reader.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+enum ServeError {
+    Head(HeadError),
+    Io(io::Error),
+}
+
+enum Step {
+    Flush,
+    Frame(Option<Result<http_body::Frame<bytes::Bytes>, super::invoke::BoxError>>),
+}
+
+/// Writes all of `out` and empties it (keeping its capacity).
+async fn write_all(writer: &mut OwnedWriteHalf, out: &mut BytesMut) -> io::Result<()> {
+    let mut at = 0;
+    while at < out.len() {
+        match writer.try_write(&out[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writer.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+/// Serves an h2c connection with hyper, its first bytes (`read`) given back to it.
+async fn serve_http2(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    read: Bytes,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let gateway = Arc::clone(&gateway);
+        async move { Ok::<_, Infallible>(gateway.handle(request.map(RequestBody::Http2), peer).await) }
+    });
+    let io = TokioIo::new(Rewound { read, stream });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "HTTP/2 connection ended with an error");
+            }
+        }
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewound {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
