@@ -455,8 +455,9 @@ impl Gateway {
                     peer,
                     request_id,
                 };
-                self.call_http(forward, parts, body, entry, deadline, trace)
-                    .await?
+                // Boxed for the same reason: an unstarted future is moved by copying all of it,
+                // and each request's future would otherwise carry this one's size twice.
+                Box::pin(self.call_http(forward, parts, body, entry, deadline, trace)).await?
             }
         };
         if matched.stage.canary.is_some() {
