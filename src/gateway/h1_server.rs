@@ -16,7 +16,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -101,6 +101,7 @@ async fn read_preface(
     buf: &mut BytesMut,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> io::Result<Opening> {
+    let mut began = None;
     loop {
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
@@ -109,12 +110,10 @@ async fn read_preface(
         if seen == H2_PREFACE.len() {
             return Ok(Opening::Http2);
         }
-        let wait = if buf.is_empty() {
-            None
-        } else {
-            Some(HEAD_TIMEOUT)
-        };
-        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), wait).await? {
+        if !buf.is_empty() {
+            began.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+        }
+        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), began).await? {
             Read::Data => {}
             Read::Closed | Read::Cancelled => return Ok(Opening::Closed),
         }
@@ -128,18 +127,18 @@ enum Read {
 }
 
 /// Reads what the client sent next into `buf`. While waiting, a cancelled `shutdown` ends the
-/// wait, and so does `timeout` if given.
+/// wait, and so does `deadline` if given.
 async fn read_more<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> io::Result<Read> {
     if buf.capacity() - buf.len() < READ_CHUNK / 8 {
         buf.reserve(READ_CHUNK);
     }
-    // Only a head begun has a timeout, so the usual wait arms no timer.
-    let mut sleep = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    // Only a head begun has a deadline, so the usual wait arms no timer.
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
     std::future::poll_fn(|cx| {
         // Reading through `AsyncRead` forgets the socket's readiness after a short read, so
         // the next wait goes to the runtime without a read that finds nothing (a system call).
@@ -288,6 +287,7 @@ impl Connection {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
+        let mut began = None;
         loop {
             if !reader.buf.is_empty()
                 && let Some((raw, len)) =
@@ -296,16 +296,14 @@ impl Connection {
                 let bytes = reader.buf.split_to(len).freeze();
                 return raw.build(&bytes).map(Some).map_err(ServeError::Head);
             }
-            // Between requests a connection may idle; a head begun must come whole in time.
-            let timeout = (!reader.buf.is_empty()).then_some(HEAD_TIMEOUT);
-            match read_more(
-                &mut reader.half,
-                &mut reader.buf,
-                cancelled.as_mut(),
-                timeout,
-            )
-            .await
-            .map_err(ServeError::Io)?
+            // Between requests a connection may idle; a head begun must come whole in time,
+            // however slowly its bytes trickle in.
+            if !reader.buf.is_empty() {
+                began.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+            }
+            match read_more(&mut reader.half, &mut reader.buf, cancelled.as_mut(), began)
+                .await
+                .map_err(ServeError::Io)?
             {
                 Read::Data => {}
                 Read::Closed | Read::Cancelled => return Ok(None),
@@ -511,5 +509,81 @@ impl AsyncWrite for Rewound {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_at_its_deadline_at_shutdown_or_with_data() {
+        let (mut client, server) = pair().await;
+        let (mut half, _writer) = server.into_split();
+        let shutdown = CancellationToken::new();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut buf = BytesMut::new();
+
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let timed_out = read_more(&mut half, &mut buf, cancelled.as_mut(), Some(deadline)).await;
+        assert_eq!(
+            timed_out.err().map(|e| e.kind()),
+            Some(io::ErrorKind::TimedOut)
+        );
+
+        client.write_all(b"GET").await.expect("write");
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        assert!(matches!(read, Ok(Read::Data)));
+        assert_eq!(&buf[..], b"GET");
+
+        shutdown.cancel();
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        assert!(matches!(read, Ok(Read::Cancelled)));
+
+        drop(client);
+        let never = CancellationToken::new();
+        let cancelled = never.cancelled();
+        tokio::pin!(cancelled);
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        assert!(matches!(read, Ok(Read::Closed)));
+    }
+
+    #[tokio::test]
+    async fn the_preface_tells_http2_from_http1_however_it_is_split() {
+        for (first, second, want_http2) in [
+            (&b"PRI * HTTP/2.0\r\n"[..], &b"\r\nSM\r\n\r\n"[..], true),
+            (&b"PRI * HTTP/1.1\r\n"[..], &b"\r\n"[..], false),
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], &b""[..], false),
+        ] {
+            let (mut client, server) = pair().await;
+            let shutdown = CancellationToken::new();
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(cancelled);
+            client.write_all(first).await.expect("write");
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = client.write_all(second).await;
+                client
+            });
+            let mut buf = BytesMut::new();
+            let opening = read_preface(&server, &mut buf, cancelled.as_mut())
+                .await
+                .expect("read");
+            assert_eq!(matches!(opening, Opening::Http2), want_http2, "{first:?}");
+            assert!(matches!(opening, Opening::Http1 | Opening::Http2));
+            let _client = writer.await.expect("writer");
+        }
     }
 }
