@@ -53,6 +53,12 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// A request's head, once begun, must be whole within this (a client that trickles its head
 /// holds a connection, not the server).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection with no request for this long is closed (nginx's `keepalive_timeout` default),
+/// so idle clients do not hold file descriptors for ever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// An idle deadline is moved only when it is this far behind, so that a busy connection resets
+/// its timer about once a second rather than on every request.
+const IDLE_SLACK: Duration = Duration::from_secs(1);
 /// What a client is told before it sends a body it asked to send with `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a closing connection goes on reading what the client still sends, so that closing
@@ -70,7 +76,8 @@ pub(super) async fn serve_connection(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    match read_preface(&stream, &mut buf, cancelled.as_mut()).await {
+    let mut deadline = Deadline::new(Instant::now() + IDLE_TIMEOUT);
+    match read_preface(&stream, &mut buf, cancelled.as_mut(), &mut deadline).await {
         Ok(Opening::Http2) => {
             serve_http2(gateway, stream, buf.freeze(), peer, shutdown.clone()).await;
         }
@@ -79,6 +86,7 @@ pub(super) async fn serve_connection(
             let mut connection = Connection {
                 reader: Some(Reader { half, buf }),
                 writer,
+                deadline,
                 out: BytesMut::with_capacity(READ_CHUNK),
                 peer,
             };
@@ -100,8 +108,9 @@ async fn read_preface(
     stream: &TcpStream,
     buf: &mut BytesMut,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    deadline: &mut Deadline,
 ) -> io::Result<Opening> {
-    let mut began = None;
+    let mut head_begun = false;
     loop {
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
@@ -110,12 +119,13 @@ async fn read_preface(
         if seen == H2_PREFACE.len() {
             return Ok(Opening::Http2);
         }
-        if !buf.is_empty() {
-            began.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+        if !buf.is_empty() && !head_begun {
+            head_begun = true;
+            deadline.set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
         }
-        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), began).await? {
+        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), deadline).await? {
             Read::Data => {}
-            Read::Closed | Read::Cancelled => return Ok(Opening::Closed),
+            Read::Closed | Read::Cancelled | Read::TimedOut => return Ok(Opening::Closed),
         }
     }
 }
@@ -124,21 +134,20 @@ enum Read {
     Data,
     Closed,
     Cancelled,
+    TimedOut,
 }
 
 /// Reads what the client sent next into `buf`. While waiting, a cancelled `shutdown` ends the
-/// wait, and so does `deadline` if given.
+/// wait, and so does the connection's `deadline`.
 async fn read_more<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-    deadline: Option<Instant>,
+    deadline: &mut Deadline,
 ) -> io::Result<Read> {
     if buf.capacity() - buf.len() < READ_CHUNK / 8 {
         buf.reserve(READ_CHUNK);
     }
-    // Only a head begun has a deadline, so the usual wait arms no timer.
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
     std::future::poll_fn(|cx| {
         // Reading through `AsyncRead` forgets the socket's readiness after a short read, so
         // the next wait goes to the runtime without a read that finds nothing (a system call).
@@ -148,17 +157,36 @@ async fn read_more<R: AsyncRead + Unpin>(
         if cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Ok(Read::Cancelled));
         }
-        if let Some(sleep) = &mut sleep
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request's head did not arrive in time",
-            )));
+        if deadline.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(Read::TimedOut));
         }
         Poll::Pending
     })
     .await
+}
+
+/// When a connection's wait for its client ends: one timer per connection, moved rather than
+/// made again for each wait.
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(at: Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(at.into())),
+            at,
+        }
+    }
+
+    /// Moves the deadline to `at`, unless that is later by no more than `slack`.
+    fn set(&mut self, at: Instant, slack: Duration) {
+        if at < self.at || at > self.at + slack {
+            self.at = at;
+            self.sleep.as_mut().reset(at.into());
+        }
+    }
 }
 
 /// A connection's stream read through a shared reference, before it is known to be HTTP/1.
@@ -186,6 +214,8 @@ struct Connection {
     /// The reading side and what was read, away while a request's body has it.
     reader: Option<Reader>,
     writer: OwnedWriteHalf,
+    /// When the wait for the next request (idle) or the rest of its head ends.
+    deadline: Deadline,
     /// The answer being written.
     out: BytesMut,
     peer: SocketAddr,
@@ -287,7 +317,7 @@ impl Connection {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
-        let mut began = None;
+        let mut head_begun = false;
         loop {
             if !reader.buf.is_empty()
                 && let Some((raw, len)) =
@@ -296,17 +326,33 @@ impl Connection {
                 let bytes = reader.buf.split_to(len).freeze();
                 return raw.build(&bytes).map(Some).map_err(ServeError::Head);
             }
-            // Between requests a connection may idle; a head begun must come whole in time,
-            // however slowly its bytes trickle in.
-            if !reader.buf.is_empty() {
-                began.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+            // Between requests a connection may idle for a while; a head begun must come whole
+            // in time, however slowly its bytes trickle in.
+            if reader.buf.is_empty() {
+                self.deadline.set(Instant::now() + IDLE_TIMEOUT, IDLE_SLACK);
+            } else if !head_begun {
+                head_begun = true;
+                self.deadline
+                    .set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
             }
-            match read_more(&mut reader.half, &mut reader.buf, cancelled.as_mut(), began)
-                .await
-                .map_err(ServeError::Io)?
+            match read_more(
+                &mut reader.half,
+                &mut reader.buf,
+                cancelled.as_mut(),
+                &mut self.deadline,
+            )
+            .await
+            .map_err(ServeError::Io)?
             {
                 Read::Data => {}
                 Read::Closed | Read::Cancelled => return Ok(None),
+                Read::TimedOut if head_begun => {
+                    return Err(ServeError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request's head did not arrive in time",
+                    )));
+                }
+                Read::TimedOut => return Ok(None),
             }
         }
     }
@@ -536,27 +582,36 @@ mod tests {
         tokio::pin!(cancelled);
         let mut buf = BytesMut::new();
 
-        let deadline = Instant::now() + Duration::from_millis(50);
-        let timed_out = read_more(&mut half, &mut buf, cancelled.as_mut(), Some(deadline)).await;
-        assert_eq!(
-            timed_out.err().map(|e| e.kind()),
-            Some(io::ErrorKind::TimedOut)
+        let mut deadline = Deadline::new(Instant::now() + Duration::from_secs(60));
+        // Moved closer: the wait ends then.
+        deadline.set(Instant::now() + Duration::from_millis(50), Duration::ZERO);
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;
+        assert!(matches!(read, Ok(Read::TimedOut)));
+
+        // Moved later by less than the slack: kept (it has passed, so the wait ends at once).
+        let at = deadline.at;
+        deadline.set(at + Duration::from_millis(500), Duration::from_secs(1));
+        assert_eq!(deadline.at, at);
+        deadline.set(
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(1),
         );
+        assert!(deadline.at > at + Duration::from_secs(59));
 
         client.write_all(b"GET").await.expect("write");
-        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;
         assert!(matches!(read, Ok(Read::Data)));
         assert_eq!(&buf[..], b"GET");
 
         shutdown.cancel();
-        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;
         assert!(matches!(read, Ok(Read::Cancelled)));
 
         drop(client);
         let never = CancellationToken::new();
         let cancelled = never.cancelled();
         tokio::pin!(cancelled);
-        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), None).await;
+        let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;
         assert!(matches!(read, Ok(Read::Closed)));
     }
 
@@ -578,7 +633,8 @@ mod tests {
                 client
             });
             let mut buf = BytesMut::new();
-            let opening = read_preface(&server, &mut buf, cancelled.as_mut())
+            let mut deadline = Deadline::new(Instant::now() + Duration::from_secs(60));
+            let opening = read_preface(&server, &mut buf, cancelled.as_mut(), &mut deadline)
                 .await
                 .expect("read");
             assert_eq!(matches!(opening, Opening::Http2), want_http2, "{first:?}");
