@@ -31,6 +31,7 @@ fn connect() -> (TcpStream, BufReader<TcpStream>) {
 
 /// An answer as read off the wire: status, lower-cased headers, body (de-chunked).
 struct Answer {
+    status_line: String,
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -57,6 +58,11 @@ fn read_line(reader: &mut BufReader<TcpStream>) -> String {
 }
 
 fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+    let (_, status, headers) = read_head_line(reader);
+    (status, headers)
+}
+
+fn read_head_line(reader: &mut BufReader<TcpStream>) -> (String, u16, Vec<(String, String)>) {
     let status_line = read_line(reader);
     let status = status_line
         .split(' ')
@@ -67,7 +73,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) 
     loop {
         let line = read_line(reader);
         if line.is_empty() {
-            return (status, headers);
+            return (status_line, status, headers);
         }
         let (name, value) = line.split_once(':').expect("a header line");
         headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
@@ -75,8 +81,9 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) 
 }
 
 fn read_answer(reader: &mut BufReader<TcpStream>, head_request: bool) -> Answer {
-    let (status, headers) = read_head(reader);
+    let (status_line, status, headers) = read_head_line(reader);
     let mut answer = Answer {
+        status_line,
         status,
         headers,
         body: Vec::new(),
@@ -202,6 +209,11 @@ fn http10_clients_get_keep_alive_only_when_they_ask() {
     assert_eq!(last.json()["event"]["pathParameters"]["id"], "2");
     assert_eq!(last.header("connection"), Some("close"));
     assert!(
+        kept.status_line.starts_with("HTTP/1.0 200"),
+        "{}",
+        kept.status_line
+    );
+    assert!(
         closed(&mut reader),
         "the server closed after an HTTP/1.0 answer"
     );
@@ -273,16 +285,64 @@ fn a_head_larger_than_the_server_holds_gets_431() {
 }
 
 #[test]
-fn an_unread_body_closes_the_connection_after_the_answer() {
+fn an_unread_body_already_received_leaves_the_connection_open() {
     let (mut stream, mut reader) = connect();
-    // No route: the handler answers without reading the body.
+    // No route: the handler answers without reading the body, which came with the head.
     stream
         .write_all(b"POST /test/nope HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
         .expect("write");
     let answer = read_answer(&mut reader, false);
     assert_eq!(answer.status, 404);
+    assert_eq!(answer.header("connection"), None);
+    stream
+        .write_all(get("/test/echo/4").as_bytes())
+        .expect("write");
+    let next = read_answer(&mut reader, false);
+    assert_eq!(next.json()["event"]["pathParameters"]["id"], "4");
+}
+
+#[test]
+fn an_unread_body_still_on_the_way_closes_the_connection_after_the_answer() {
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(b"POST /test/nope HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\nhello")
+        .expect("write");
+    let answer = read_answer(&mut reader, false);
+    assert_eq!(answer.status, 404);
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(closed(&mut reader));
+}
+
+#[test]
+fn no_100_continue_is_sent_for_a_request_answered_without_its_body() {
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(
+            b"POST /test/nope HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\
+              Content-Length: 1000000\r\n\r\n",
+        )
+        .expect("write");
+    let answer = read_answer(&mut reader, false);
+    assert_eq!(answer.status, 404, "the final answer comes first, no 100");
+    assert_eq!(answer.header("connection"), Some("close"));
+}
+
+#[test]
+fn a_function_answering_with_a_1xx_status_gets_502() {
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(get("/test/status?code=103").as_bytes())
+        .expect("write");
+    let answer = read_answer(&mut reader, false);
+    assert_eq!(
+        (answer.status, answer.json()),
+        (502, serde_json::json!({"message": "Internal server error"}))
+    );
+    stream
+        .write_all(get("/test/echo/5").as_bytes())
+        .expect("write");
+    let next = read_answer(&mut reader, false);
+    assert_eq!(next.json()["event"]["pathParameters"]["id"], "5");
 }
 
 #[tokio::test]

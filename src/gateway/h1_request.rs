@@ -113,11 +113,12 @@ impl RawHead {
                 .map_err(|_| HeadError::Malformed(format!("bad value of header {name}")))?;
             map.append(name, value);
         }
+        let close = has_token(&map, header::CONNECTION, "close");
         let keep_alive = match self.version {
-            Version::HTTP_10 => has_token(&map, header::CONNECTION, "keep-alive"),
-            _ => !has_token(&map, header::CONNECTION, "close"),
+            Version::HTTP_10 => !close && has_token(&map, header::CONNECTION, "keep-alive"),
+            _ => !close,
         };
-        let body = body_framing(&map, self.version)?;
+        let body = body_framing(&mut map, self.version)?;
         let expect_continue = self.version == Version::HTTP_11
             && !body.is_end()
             && map
@@ -141,7 +142,7 @@ impl RawHead {
 /// How a request's body is framed (RFC 9112 §6.3). A request that frames it two ways at once,
 /// or in a way the server cannot read to its end, is refused: it is how requests are smuggled
 /// past a proxy.
-fn body_framing(map: &HeaderMap, version: Version) -> Result<Decoder, HeadError> {
+fn body_framing(map: &mut HeaderMap, version: Version) -> Result<Decoder, HeadError> {
     let malformed = |what: &str| HeadError::Malformed(what.to_owned());
     if map.contains_key(header::TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
@@ -164,7 +165,9 @@ fn body_framing(map: &HeaderMap, version: Version) -> Result<Decoder, HeadError>
         return Ok(Decoder::Chunked(ChunkedDecoder::default()));
     }
     let mut length = None;
+    let mut values = 0;
     for value in map.get_all(header::CONTENT_LENGTH) {
+        values += 1;
         let text = value
             .to_str()
             .map_err(|_| malformed("bad Content-Length"))?;
@@ -179,6 +182,15 @@ fn body_framing(map: &HeaderMap, version: Version) -> Result<Decoder, HeadError>
             }
             length = Some(n);
         }
+    }
+    if let Some(n) = length
+        && (values > 1
+            || map
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes().contains(&b',')))
+    {
+        // Repeated values that agree are one length: passed on as one.
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(match length {
         None | Some(0) => Decoder::Done,

@@ -60,6 +60,10 @@ fn keep_alive_follows_the_version_and_connection_tokens() {
         ),
         ("GET / HTTP/1.0\r\n\r\n", false),
         ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+        (
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+            false,
+        ),
     ];
     for (wire, keep_alive) in cases {
         assert_eq!(head(wire).keep_alive, keep_alive, "{wire:?}");
@@ -73,10 +77,20 @@ fn the_body_is_framed_by_chunked_coding_or_content_length() {
         head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body,
         Decoder::Done
     ));
-    assert!(matches!(
-        head("POST / HTTP/1.1\r\nContent-Length: 12, 12\r\n\r\n").body,
-        Decoder::Length(12)
-    ));
+    for repeated in [
+        "POST / HTTP/1.1\r\nContent-Length: 12, 12\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 12\r\ncontent-length: 12\r\n\r\n",
+    ] {
+        let got = head(repeated);
+        assert!(matches!(got.body, Decoder::Length(12)), "{repeated:?}");
+        let lengths: Vec<_> = got
+            .parts
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["12"], "passed on as one value: {repeated:?}");
+    }
     assert!(matches!(
         head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
             .body,

@@ -57,16 +57,23 @@ pub fn response_framing(
     }
 }
 
-/// Writes an answer's status line and headers. The framing headers are this connection's: the
-/// answer's own Content-Length, Transfer-Encoding and Connection are replaced.
+/// Writes an answer's status line and headers, and says whether the connection stays open
+/// after it: as `keep_alive` asks, unless the answer itself says `Connection: close`. The
+/// framing headers are this connection's: the answer's own Content-Length, Transfer-Encoding and
+/// Connection are replaced.
 pub fn encode_response_head(
     parts: &Parts,
     framing: ResponseFraming,
-    keep_alive: bool,
+    mut keep_alive: bool,
     request_version: Version,
     out: &mut BytesMut,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
+) -> bool {
+    // An HTTP/1.0 client is answered in its own version, as hyper's server did.
+    out.extend_from_slice(if request_version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(
@@ -79,10 +86,13 @@ pub fn encode_response_head(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
+        if name == header::CONNECTION {
+            keep_alive &= !value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            continue;
+        }
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
         has_date |= name == header::DATE;
@@ -111,6 +121,7 @@ pub fn encode_response_head(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    keep_alive
 }
 
 /// Writes one piece of an answer's body as the framing has it.
@@ -160,15 +171,11 @@ pub fn write_http_date(now: SystemTime, out: &mut BytesMut) {
     DATE.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second {
+            // IMF-fixdate is 29 bytes for every year the clock can show (to 9999).
             let text = httpdate::fmt_http_date(now);
-            if text.len() == 29 {
-                cached.1.copy_from_slice(text.as_bytes());
-                cached.0 = second;
-            } else {
-                // Years past 9999 only; not cached.
-                out.extend_from_slice(text.as_bytes());
-                return;
-            }
+            let len = text.len().min(29);
+            cached.1[..len].copy_from_slice(&text.as_bytes()[..len]);
+            cached.0 = second;
         }
         out.extend_from_slice(&cached.1);
     });
@@ -188,8 +195,10 @@ mod tests {
     ) -> String {
         let (parts, ()) = response.into_parts();
         let mut out = BytesMut::new();
-        encode_response_head(&parts, framing, keep_alive, version, &mut out);
-        String::from_utf8(out.to_vec()).expect("ascii")
+        let kept = encode_response_head(&parts, framing, keep_alive, version, &mut out);
+        let text = String::from_utf8(out.to_vec()).expect("ascii");
+        assert_eq!(kept, !text.contains("connection: close\r\n"), "{text}");
+        text
     }
 
     #[test]
@@ -289,6 +298,14 @@ mod tests {
             .expect("response");
         let own = encoded(dated, ResponseFraming::NoBody, true, Version::HTTP_11);
         assert_eq!(own.matches("date: ").count(), 1, "{own}");
+        // The answer itself may ask for the close.
+        let closing = Response::builder()
+            .header(header::CONNECTION, "Close")
+            .body(())
+            .expect("response");
+        let text = encoded(closing, ResponseFraming::Length(0), true, Version::HTTP_11);
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(http10.starts_with("HTTP/1.0 200 OK\r\n"), "{http10}");
     }
 
     #[test]

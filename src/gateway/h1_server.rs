@@ -50,6 +50,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_CHUNK: usize = 8 * 1024;
 /// An answer's body is written once this much of it is buffered, or when it has no more ready.
 const WRITE_BATCH: usize = 64 * 1024;
+/// A connection's answer buffer larger than this (after a large answer) is not kept.
+const KEEP_BUFFER: usize = 4 * WRITE_BATCH;
 /// A request's head, once begun, must be whole within this (a client that trickles its head
 /// holds a connection, not the server).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,8 +61,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// An idle deadline is moved only when it is this far behind, so that a busy connection resets
 /// its timer about once a second rather than on every request.
 const IDLE_SLACK: Duration = Duration::from_secs(1);
-/// What a client is told before it sends a body it asked to send with `Expect: 100-continue`.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a closing connection goes on reading what the client still sends, so that closing
 /// with unread bytes does not reset the connection under the answer (RFC 9112 §9.6).
 const LINGER: Duration = Duration::from_secs(1);
@@ -77,7 +77,8 @@ pub(super) async fn serve_connection(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut deadline = Deadline::new(Instant::now() + IDLE_TIMEOUT);
-    match read_preface(&stream, &mut buf, cancelled.as_mut(), &mut deadline).await {
+    let mut stream = stream;
+    match read_preface(&mut stream, &mut buf, cancelled.as_mut(), &mut deadline).await {
         Ok(Opening::Http2) => {
             serve_http2(gateway, stream, buf.freeze(), peer, shutdown.clone()).await;
         }
@@ -85,7 +86,7 @@ pub(super) async fn serve_connection(
             let (half, writer) = stream.into_split();
             let mut connection = Connection {
                 reader: Some(Reader { half, buf }),
-                writer,
+                writer: Arc::new(writer),
                 deadline,
                 out: BytesMut::with_capacity(READ_CHUNK),
                 peer,
@@ -105,7 +106,7 @@ enum Opening {
 
 /// Reads until the first bytes tell HTTP/2's preface from an HTTP/1 request.
 async fn read_preface(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     buf: &mut BytesMut,
     mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
     deadline: &mut Deadline,
@@ -123,7 +124,7 @@ async fn read_preface(
             head_begun = true;
             deadline.set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
         }
-        match read_more(&mut Preface(stream), buf, cancelled.as_mut(), deadline).await? {
+        match read_more(stream, buf, cancelled.as_mut(), deadline).await? {
             Read::Data => {}
             Read::Closed | Read::Cancelled | Read::TimedOut => return Ok(Opening::Closed),
         }
@@ -189,31 +190,12 @@ impl Deadline {
     }
 }
 
-/// A connection's stream read through a shared reference, before it is known to be HTTP/1.
-struct Preface<'a>(&'a TcpStream);
-
-impl AsyncRead for Preface<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            std::task::ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
 /// One HTTP/1.1 connection.
 struct Connection {
     /// The reading side and what was read, away while a request's body has it.
     reader: Option<Reader>,
-    writer: OwnedWriteHalf,
+    /// Shared with a request body only while it may still send `100 Continue`.
+    writer: Arc<OwnedWriteHalf>,
     /// When the wait for the next request (idle) or the rest of its head ends.
     deadline: Deadline,
     /// The answer being written.
@@ -257,20 +239,12 @@ impl Connection {
             let mut keep_alive = head.keep_alive;
             let read_back = (!head.body.is_end()).then(|| Arc::new(Mutex::new(None)));
             let body = match (&read_back, self.reader.take()) {
-                (Some(read_back), Some(reader)) => {
-                    if head.expect_continue {
-                        // The client waits for this before it sends the body. It goes out
-                        // before the handler runs, which reads the body of every request it
-                        // routes (RFC 9110 §10.1.1 lets a server send it early).
-                        self.out.clear();
-                        self.out.extend_from_slice(CONTINUE);
-                        if let Err(e) = write_all(&mut self.writer, &mut self.out).await {
-                            tracing::debug!(error = %e, peer = %self.peer, "writing 100 Continue failed");
-                            return;
-                        }
-                    }
-                    RequestBody::Http1(Http1Body::new(reader, head.body, Arc::clone(read_back)))
-                }
+                (Some(read_back), Some(reader)) => RequestBody::Http1(Http1Body::new(
+                    reader,
+                    head.body,
+                    Arc::clone(read_back),
+                    head.expect_continue.then(|| Arc::clone(&self.writer)),
+                )),
                 (_, reader) => {
                     self.reader = reader;
                     RequestBody::Empty
@@ -374,10 +348,15 @@ impl Connection {
             request_version,
         );
         keep_alive &= framing != ResponseFraming::UntilClose;
+        if self.out.capacity() > KEEP_BUFFER {
+            // A large answer went out before; an idle connection does not keep its buffer.
+            self.out = BytesMut::with_capacity(READ_CHUNK);
+        }
         self.out.clear();
-        encode_response_head(&parts, framing, keep_alive, request_version, &mut self.out);
+        let keep_alive =
+            encode_response_head(&parts, framing, keep_alive, request_version, &mut self.out);
         if head_request || framing == ResponseFraming::NoBody {
-            write_all(&mut self.writer, &mut self.out).await?;
+            write_all(&self.writer, &mut self.out).await?;
             return Ok(keep_alive);
         }
         let mut written: u64 = 0;
@@ -393,7 +372,7 @@ impl Connection {
             })
             .await;
             match step {
-                Step::Flush => write_all(&mut self.writer, &mut self.out).await?,
+                Step::Flush => write_all(&self.writer, &mut self.out).await?,
                 Step::Frame(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         written += data.len() as u64;
@@ -404,28 +383,34 @@ impl Connection {
                                 "the answer's body is longer than its length",
                             ));
                         }
+                        if data.len() >= WRITE_BATCH && framing != ResponseFraming::Chunked {
+                            // Written as it is rather than copied into the buffer first.
+                            write_all(&self.writer, &mut self.out).await?;
+                            write_all_bytes(&self.writer, &data).await?;
+                            continue;
+                        }
                         encode_body_data(framing, &data, &mut self.out);
                         if self.out.len() >= WRITE_BATCH {
-                            write_all(&mut self.writer, &mut self.out).await?;
+                            write_all(&self.writer, &mut self.out).await?;
                         }
                     }
                 }
                 Step::Frame(Some(Err(e))) => {
                     // What was sent of it cannot be taken back: the connection ends unfinished.
-                    write_all(&mut self.writer, &mut self.out).await?;
+                    write_all(&self.writer, &mut self.out).await?;
                     return Err(io::Error::other(format!("the answer's body failed: {e}")));
                 }
                 Step::Frame(None) => {
                     if let ResponseFraming::Length(n) = framing
                         && written != n
                     {
-                        write_all(&mut self.writer, &mut self.out).await?;
+                        write_all(&self.writer, &mut self.out).await?;
                         return Err(io::Error::other(
                             "the answer's body is shorter than its length",
                         ));
                     }
                     encode_body_end(framing, &mut self.out);
-                    write_all(&mut self.writer, &mut self.out).await?;
+                    write_all(&self.writer, &mut self.out).await?;
                     return Ok(keep_alive);
                 }
             }
@@ -435,7 +420,10 @@ impl Connection {
     /// Closes the sending side and reads what the client still sends for a moment, so the answer
     /// just written reaches it before the connection closes.
     async fn linger(&mut self) {
-        let _ = self.writer.shutdown().await;
+        // The body that shared it is gone by now; if not, dropping the last share shuts it.
+        if let Some(writer) = Arc::get_mut(&mut self.writer) {
+            let _ = writer.shutdown().await;
+        }
         let Some(mut reader) = self.reader.take() else {
             return;
         };
@@ -462,16 +450,22 @@ enum Step {
     Frame(Option<Result<http_body::Frame<bytes::Bytes>, super::invoke::BoxError>>),
 }
 
-/// Writes all of `out` and empties it (keeping its capacity).
-async fn write_all(writer: &mut OwnedWriteHalf, out: &mut BytesMut) -> io::Result<()> {
+/// Writes all of `data`.
+async fn write_all_bytes(writer: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
     let mut at = 0;
-    while at < out.len() {
-        match writer.try_write(&out[at..]) {
+    while at < data.len() {
+        match writer.try_write(&data[at..]) {
             Ok(n) => at += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => writer.writable().await?,
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// Writes all of `out` and empties it (keeping its capacity).
+async fn write_all(writer: &OwnedWriteHalf, out: &mut BytesMut) -> io::Result<()> {
+    write_all_bytes(writer, out).await?;
     out.clear();
     Ok(())
 }
@@ -622,7 +616,7 @@ mod tests {
             (&b"PRI * HTTP/1.1\r\n"[..], &b"\r\n"[..], false),
             (&b"GET / HTTP/1.1\r\n\r\n"[..], &b""[..], false),
         ] {
-            let (mut client, server) = pair().await;
+            let (mut client, mut server) = pair().await;
             let shutdown = CancellationToken::new();
             let cancelled = shutdown.cancelled();
             tokio::pin!(cancelled);
@@ -634,7 +628,7 @@ mod tests {
             });
             let mut buf = BytesMut::new();
             let mut deadline = Deadline::new(Instant::now() + Duration::from_secs(60));
-            let opening = read_preface(&server, &mut buf, cancelled.as_mut(), &mut deadline)
+            let opening = read_preface(&mut server, &mut buf, cancelled.as_mut(), &mut deadline)
                 .await
                 .expect("read");
             assert_eq!(matches!(opening, Opening::Http2), want_http2, "{first:?}");

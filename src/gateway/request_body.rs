@@ -2,16 +2,18 @@
 //! connection of the gateway's own server (`super::h1_server`), or an HTTP/2 stream's (hyper's).
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::io::poll_read_buf;
 
 use super::{
@@ -31,6 +33,8 @@ pub enum RequestBodyError {
     Incomplete,
     #[error("reading the request body failed: {0}")]
     Io(#[from] io::Error),
+    #[error("the client sent nothing of the body for {0:?}")]
+    Stalled(Duration),
 }
 
 /// A request's body.
@@ -83,6 +87,12 @@ pub(super) struct Reader {
 /// end (what follows in the buffer is the next request), `false` when it was dropped before.
 pub(super) type ReadBack = Arc<Mutex<Option<(Reader, bool)>>>;
 
+/// What a client is told before it sends a body it asked to send with `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// A body read must make progress within this: a client that stops sending holds its
+/// connection and its request, not the server.
+const BODY_STALL: Duration = Duration::from_secs(30);
+
 /// The body of a request on one of the gateway's HTTP/1.1 connections. It holds the
 /// connection's reading side while it is read and hands it back at its end, so a body read to
 /// the end leaves the connection fit for the next request; one that is not leaves it to be
@@ -92,15 +102,27 @@ pub struct Http1Body {
     reader: Option<Reader>,
     decoder: Decoder,
     read_back: ReadBack,
+    /// Where `100 Continue` goes, until it has gone: only when the body is first read, so a
+    /// request answered without its body (no route, refused, too large) is not sent.
+    expecting: Option<(Arc<OwnedWriteHalf>, usize)>,
+    /// Armed while a read waits.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: bool,
 }
 
 impl Http1Body {
-    pub(super) fn new(reader: Reader, decoder: Decoder, read_back: ReadBack) -> Self {
+    pub(super) fn new(
+        reader: Reader,
+        decoder: Decoder,
+        read_back: ReadBack,
+        expecting: Option<Arc<OwnedWriteHalf>>,
+    ) -> Self {
         Self {
             reader: Some(reader),
             decoder,
             read_back,
+            expecting: expecting.map(|writer| (writer, 0)),
+            stall: None,
             failed: false,
         }
     }
@@ -140,23 +162,40 @@ impl Http1Body {
                     return Poll::Ready(Some(Err(RequestBodyError::Malformed(e.to_string()))));
                 }
             }
+            // The client waits for this before it sends the body. It is 25 bytes on a socket
+            // whose answers the client has been reading; if even that would block, the client
+            // is not reading, and it sends the body after its own wait (RFC 9110 §10.1.1).
+            if let Some((writer, written)) = &mut self.expecting {
+                while *written < CONTINUE.len() {
+                    match writer.try_write(&CONTINUE[*written..]) {
+                        Ok(n) => *written += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && *written == 0 => break,
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                }
+                self.expecting = None;
+            }
             if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 8 {
                 reader.buf.reserve(READ_CHUNK);
             }
-            match ready!(poll_read_buf(
-                Pin::new(&mut reader.half),
-                cx,
-                &mut reader.buf
-            )) {
-                Ok(0) => return Poll::Ready(Some(Err(RequestBodyError::Incomplete))),
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            match poll_read_buf(Pin::new(&mut reader.half), cx, &mut reader.buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(RequestBodyError::Incomplete))),
+                Poll::Ready(Ok(_)) => self.stall = None,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Pending => {
+                    let stall = self
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_STALL)));
+                    ready!(stall.as_mut().poll(cx));
+                    return Poll::Ready(Some(Err(RequestBodyError::Stalled(BODY_STALL))));
+                }
             }
         }
     }
 
     /// Hands the reading side back to the connection.
     fn give_back(&mut self, finished: bool) {
+        self.expecting = None;
         if let Some(reader) = self.reader.take()
             && let Ok(mut slot) = self.read_back.lock()
         {
@@ -166,7 +205,14 @@ impl Http1Body {
 }
 
 impl Drop for Http1Body {
+    /// A body left unread may still be whole in the buffer (a small one sent with its head):
+    /// then the connection can go on, as it would had the body been read.
     fn drop(&mut self) {
-        self.give_back(false);
+        let mut finished = false;
+        if let Some(reader) = &mut self.reader {
+            while let Ok(Decoded::Data(_)) = self.decoder.decode(&mut reader.buf) {}
+            finished = self.decoder.is_end();
+        }
+        self.give_back(finished);
     }
 }

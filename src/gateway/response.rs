@@ -267,7 +267,8 @@ fn build(fields: Fields, format: Format) -> Result<Response<Bytes>, MalformedRes
     Ok(response)
 }
 
-/// An integer 100..=599, or a string of one: AWS's own blueprints return `"statusCode": "200"`.
+/// An integer 200..=599, or a string of one: AWS's own blueprints return `"statusCode": "200"`.
+/// A 1xx is not a final answer: a client would wait on for the real one.
 fn status_code(value: Option<&Value>) -> Result<StatusCode, MalformedResponse> {
     let code = match value {
         None => return Err(MalformedResponse::new("statusCode is missing")),
@@ -287,11 +288,11 @@ fn status_code(value: Option<&Value>) -> Result<StatusCode, MalformedResponse> {
             )));
         }
     };
-    code.filter(|c| (100..=599).contains(c))
+    code.filter(|c| (200..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c as u16).ok())
         .ok_or_else(|| {
             MalformedResponse::new(format!(
-                "statusCode {} is not an HTTP status 100..=599",
+                "statusCode {} is not a final HTTP status 200..=599",
                 value.map(Value::to_string).unwrap_or_default()
             ))
         })

@@ -146,12 +146,15 @@ fn v1_malformed_responses() {
     malformed_v1(br#"{"statusCode": null}"#, "statusCode is missing");
     malformed_v1(br#"{"statusCode": "OK"}"#, "must be an integer");
     malformed_v1(br#"{"statusCode": " 200"}"#, "must be an integer");
-    malformed_v1(br#"{"statusCode": "99"}"#, "not an HTTP status");
-    malformed_v1(br#"{"statusCode": 99}"#, "not an HTTP status");
-    malformed_v1(br#"{"statusCode": 600}"#, "not an HTTP status");
-    malformed_v1(br#"{"statusCode": -200}"#, "not an HTTP status");
-    malformed_v1(br#"{"statusCode": 200.5}"#, "not an HTTP status");
-    malformed_v1(br#"{"statusCode": 1e300}"#, "not an HTTP status");
+    malformed_v1(br#"{"statusCode": "99"}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": 99}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": 600}"#, "not a final HTTP status");
+    // A 1xx would make the client wait on for the real answer (and, pipelined, take the next one).
+    malformed_v1(br#"{"statusCode": 103}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": "100"}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": -200}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": 200.5}"#, "not a final HTTP status");
+    malformed_v1(br#"{"statusCode": 1e300}"#, "not a final HTTP status");
     malformed_v1(br#"{"statusCode": true}"#, "must be an integer");
     malformed_v1(br#"{"statusCode": [200]}"#, "must be an integer");
     malformed_v1(

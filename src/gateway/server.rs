@@ -36,7 +36,9 @@ pub async fn serve(
         let started = listener.try_clone().and_then(|listener| {
             let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
             let gateway = Arc::clone(&gateway);
-            let shutdown = shutdown.clone();
+            // A token of the thread's own: every waiting connection registers with its token,
+            // under that token's lock, which threads sharing one token would contend for.
+            let shutdown = shutdown.child_token();
             std::thread::Builder::new()
                 .name(format!("kfaas-serve-{n}"))
                 .spawn(move || {
