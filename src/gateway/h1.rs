@@ -628,12 +628,14 @@ pub enum ChunkedDecoder {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
+    /// After the last chunk: trailer lines until an empty one, and how many bytes of them so far.
+    Trailers(usize),
 }
 
 /// A chunk-size line (with extensions) or a trailer line may not be longer than this.
 const MAX_CHUNK_LINE: usize = 8 * 1024;
+/// Nor all the trailer lines together.
+const MAX_TRAILERS: usize = 64 * 1024;
 
 impl ChunkedDecoder {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
@@ -659,7 +661,7 @@ impl ChunkedDecoder {
                     let digits = std::str::from_utf8(digits).map_err(|_| bad("size"))?;
                     let size = u64::from_str_radix(digits, 16).map_err(|_| bad("size"))?;
                     *self = if size == 0 {
-                        Self::Trailers
+                        Self::Trailers(0)
                     } else {
                         Self::Data(size)
                     };
@@ -685,7 +687,7 @@ impl ChunkedDecoder {
                     buf.advance(2);
                     *self = Self::Size;
                 }
-                Self::Trailers => {
+                Self::Trailers(seen) => {
                     let Some(line) =
                         take_line(buf, MAX_CHUNK_LINE).map_err(|()| bad("long trailer"))?
                     else {
@@ -693,6 +695,12 @@ impl ChunkedDecoder {
                     };
                     if line.is_empty() {
                         return Ok(Decoded::End);
+                    }
+                    // Trailers are dropped, but a peer sending them without end would hold the
+                    // message open for ever.
+                    *seen += line.len() + 2;
+                    if *seen > MAX_TRAILERS {
+                        return Err(bad("trailers too long"));
                     }
                 }
             }

@@ -260,6 +260,20 @@ fn a_bad_chunked_body_is_an_error() {
     let long = vec![b'1'; MAX_CHUNK_LINE + 1];
     let (_, end) = decode_in_steps(Decoder::Chunked(ChunkedDecoder::default()), &long, 4096);
     assert!(end.is_err());
+    // Trailers without end: each line is short, all of them are not.
+    let mut endless = b"0\r\n".to_vec();
+    while endless.len() <= MAX_TRAILERS + 64 {
+        endless.extend_from_slice(b"x-trailer: 0123456789abcdef\r\n");
+    }
+    let (_, end) = decode_in_steps(Decoder::Chunked(ChunkedDecoder::default()), &endless, 4096);
+    assert!(
+        end.is_err_and(|e| e.contains("trailers too long")),
+        "endless trailers"
+    );
+    let mut few = b"0\r\n".to_vec();
+    few.extend_from_slice(b"x-a: 1\r\nx-b: 2\r\n\r\n");
+    let (_, end) = decode_in_steps(Decoder::Chunked(ChunkedDecoder::default()), &few, 3);
+    assert_eq!(end, Ok(()), "a few trailers are read and dropped");
 }
 
 #[test]
