@@ -379,3 +379,46 @@ async fn h2c_with_prior_knowledge_is_served() {
         );
     }
 }
+
+#[test]
+fn a_head_trickled_in_is_cut_off_30_s_after_it_began() {
+    let (mut stream, mut reader) = connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let began = std::time::Instant::now();
+    stream
+        .write_all(b"GET /test/echo/1 HTTP/1.1\r\nHost: t\r\n")
+        .expect("write");
+    // A header line every 2 s: each read makes progress, the head never ends.
+    let mut line = 0;
+    let closed_after = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(45),
+            "the server still waits for the head after 45 s"
+        );
+        let mut byte = [0u8; 1];
+        match reader.read(&mut byte) {
+            Ok(0) => break began.elapsed(),
+            Ok(_) => panic!("an answer to a head that never ended"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break began.elapsed(), // reset: closed as well
+        }
+        line += 1;
+        if line % 2 == 0
+            && stream
+                .write_all(format!("x-slow-{line}: 1\r\n").as_bytes())
+                .is_err()
+        {
+            break began.elapsed();
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_secs(29),
+        "closed after {closed_after:?}, before the head's 30 s"
+    );
+}

@@ -84,10 +84,13 @@ pub(super) async fn serve_connection(
         }
         Ok(Opening::Http1) => {
             let (half, writer) = stream.into_split();
+            // The first head began while the preface was told apart: its deadline is set.
+            let first_head_begun = !buf.is_empty();
             let mut connection = Connection {
                 reader: Some(Reader { half, buf }),
                 writer: Arc::new(writer),
                 deadline,
+                first_head_begun,
                 out: BytesMut::with_capacity(READ_CHUNK),
                 peer,
             };
@@ -113,16 +116,18 @@ async fn read_preface(
 ) -> io::Result<Opening> {
     let mut head_begun = false;
     loop {
+        // The first bytes begin the first head: its deadline starts with them, whichever
+        // protocol they turn out to be.
+        if !buf.is_empty() && !head_begun {
+            head_begun = true;
+            deadline.set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
+        }
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
             return Ok(Opening::Http1);
         }
         if seen == H2_PREFACE.len() {
             return Ok(Opening::Http2);
-        }
-        if !buf.is_empty() && !head_begun {
-            head_begun = true;
-            deadline.set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
         }
         match read_more(stream, buf, cancelled.as_mut(), deadline).await? {
             Read::Data => {}
@@ -198,6 +203,8 @@ struct Connection {
     writer: Arc<OwnedWriteHalf>,
     /// When the wait for the next request (idle) or the rest of its head ends.
     deadline: Deadline,
+    /// The first head began before the loop, and `deadline` is already its own.
+    first_head_begun: bool,
     /// The answer being written.
     out: BytesMut,
     peer: SocketAddr,
@@ -291,7 +298,7 @@ impl Connection {
         let Some(reader) = &mut self.reader else {
             return Ok(None);
         };
-        let mut head_begun = false;
+        let mut head_begun = std::mem::take(&mut self.first_head_begun);
         loop {
             if !reader.buf.is_empty()
                 && let Some((raw, len)) =
