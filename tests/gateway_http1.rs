@@ -422,3 +422,27 @@ fn a_head_trickled_in_is_cut_off_30_s_after_it_began() {
         "closed after {closed_after:?}, before the head's 30 s"
     );
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_75_s() {
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(get("/test/echo/1").as_bytes())
+        .expect("write");
+    assert_eq!(read_answer(&mut reader, false).status, 200);
+    let idle_from = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let read = reader.read_to_end(&mut rest);
+    let idle_for = idle_from.elapsed();
+    assert!(
+        matches!(read, Ok(0)),
+        "the server closed the idle connection: {read:?}"
+    );
+    assert!(
+        (Duration::from_secs(73)..Duration::from_secs(85)).contains(&idle_for),
+        "closed after {idle_for:?} idle, not about 75 s"
+    );
+}
