@@ -497,15 +497,7 @@ impl Head {
             if map.remove(header::CONTENT_LENGTH).is_some() {
                 keep_alive = false;
             }
-            // The last coding of all the lines decides.
-            let chunked = map
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            if chunked {
+            if ends_in_chunked(&map) {
                 Decoder::Chunked(ChunkedDecoder::default())
             } else {
                 Decoder::UntilClose
@@ -527,8 +519,20 @@ impl Head {
     }
 }
 
-/// The one Content-Length of a message (repeated values must agree).
-fn content_length(map: &HeaderMap) -> Option<u64> {
+/// Whether a message's Transfer-Encoding ends in chunked: the last coding of all its lines
+/// decides (RFC 9112 §6.3).
+pub(super) fn ends_in_chunked(map: &HeaderMap) -> bool {
+    map.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The one Content-Length of a message (repeated values must agree); `None` when it has none
+/// or it is not a length.
+pub(super) fn content_length(map: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in map.get_all(header::CONTENT_LENGTH) {
         for part in value.to_str().ok()?.split(',') {

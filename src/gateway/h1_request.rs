@@ -7,7 +7,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 
-use super::h1::{ChunkedDecoder, Decoder, has_token};
+use super::h1::{ChunkedDecoder, Decoder, content_length, ends_in_chunked, has_token};
 
 /// A request's head may not be longer than this (API Gateway's own limit, 10 KB, is the
 /// handler's; a longer head gets the same 431 here without being held).
@@ -152,49 +152,27 @@ fn body_framing(map: &mut HeaderMap, version: Version) -> Result<Decoder, HeadEr
             return Err(malformed("both Transfer-Encoding and Content-Length"));
         }
         // The last coding of all the lines decides, and it must be chunked.
-        let chunked = map
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if !chunked {
+        if !ends_in_chunked(map) {
             return Err(malformed("Transfer-Encoding does not end in chunked"));
         }
         return Ok(Decoder::Chunked(ChunkedDecoder::default()));
     }
-    let mut length = None;
-    let mut values = 0;
-    for value in map.get_all(header::CONTENT_LENGTH) {
-        values += 1;
-        let text = value
-            .to_str()
-            .map_err(|_| malformed("bad Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(malformed("bad Content-Length"));
-            }
-            let n: u64 = part.parse().map_err(|_| malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(malformed("Content-Length values differ"));
-            }
-            length = Some(n);
-        }
+    if !map.contains_key(header::CONTENT_LENGTH) {
+        return Ok(Decoder::Done);
     }
-    if let Some(n) = length
-        && (values > 1
-            || map
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes().contains(&b',')))
-    {
+    let length = content_length(map).ok_or_else(|| malformed("bad Content-Length"))?;
+    let repeated = map.get_all(header::CONTENT_LENGTH).iter().count() > 1
+        || map
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().contains(&b','));
+    if repeated {
         // Repeated values that agree are one length: passed on as one.
-        map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    Ok(match length {
-        None | Some(0) => Decoder::Done,
-        Some(n) => Decoder::Length(n),
+    Ok(if length == 0 {
+        Decoder::Done
+    } else {
+        Decoder::Length(length)
     })
 }
 
