@@ -69,7 +69,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// request in progress is answered and the connection closes).
 pub(super) async fn serve_connection(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
@@ -77,7 +77,6 @@ pub(super) async fn serve_connection(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let mut deadline = Deadline::new(Instant::now() + IDLE_TIMEOUT);
-    let mut stream = stream;
     match read_preface(&mut stream, &mut buf, cancelled.as_mut(), &mut deadline).await {
         Ok(Opening::Http2) => {
             serve_http2(gateway, stream, buf.freeze(), peer, shutdown.clone()).await;
