@@ -230,7 +230,21 @@ impl Activator {
         if let Some(lease) = load.try_lease(&instances) {
             return Ok(Acquired { lease, cold: false });
         }
+        // Boxed: holding is the rare path, and its timers and selects would otherwise make
+        // every request's future larger.
+        Box::pin(self.hold(key, load, ready, instances, started, deadline)).await
+    }
 
+    /// Holds a request until an instance of `key` has a free slot, or `deadline`.
+    async fn hold(
+        &self,
+        key: &FunctionKey,
+        load: Arc<FunctionLoad>,
+        mut ready: watch::Receiver<ReadyInstances>,
+        instances: ReadyInstances,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Acquired, GatewayError> {
         // No free slot: hold the request.
         if load.held.fetch_add(1, Ordering::Relaxed) >= self.max_held {
             load.held.fetch_sub(1, Ordering::Relaxed);

@@ -34,6 +34,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 16 * 1024;
+/// Headers the gateway may add to an answer after it is read.
+const ADDED_HEADERS: usize = 4;
 /// A request body known to be at most this long, and ready, goes out in the head's write.
 const COALESCE_BODY: u64 = 64 * 1024;
 
@@ -161,35 +163,11 @@ impl Conn {
         }
         if !whole {
             let sent = kept.as_ref().map_or(0, |b| b.len() as u64);
-            // The answer is read while the body streams: an instance may answer early (a 413, a
-            // 401) and stop reading, and that answer is the one to pass on.
-            let (mut reader, mut writer) = self.io.split();
-            let sending = send_rest(&mut writer, framing, body, sent);
-            let reading = read_head(&mut reader, &mut self.buf, &parts.method);
-            tokio::pin!(sending, reading);
-            let answer = tokio::select! {
-                biased;
-                sent = &mut sending => match sent {
-                    Ok(()) => reading.await,
-                    // The socket failed: an answer the instance sent before closing still counts.
-                    Err(e @ ExchangeError::Write(_)) => reading.await.map_err(|_| e),
-                    Err(e) => Err(e),
-                },
-                answer = &mut reading => {
-                    // Answered before the whole request went out: not at a message boundary.
-                    answer.map(|(response, decoder, _)| (response, decoder, false))
-                }
-            };
-            return match answer {
-                Ok((response, decoder, keep_alive)) => {
-                    self.reusable = keep_alive;
-                    Ok((response, decoder))
-                }
-                Err(e) => {
-                    self.reusable = false;
-                    Err(failed(e, false, None))
-                }
-            };
+            // Boxed: a streamed body is the rare case, and its futures would otherwise make
+            // every exchange's future several times larger (futures are moved by copying).
+            return Box::pin(self.stream_rest(parts, framing, body, sent))
+                .await
+                .map_err(|e| failed(e, false, None));
         }
         match read_head(&mut self.io, &mut self.buf, &parts.method).await {
             Ok((response, decoder, keep_alive)) => {
@@ -200,6 +178,44 @@ impl Conn {
                 self.reusable = false;
                 let unanswered = matches!(e, ExchangeError::ClosedBeforeAnswer);
                 Err(failed(e, unanswered, resendable(&kept)))
+            }
+        }
+    }
+
+    /// Streams the rest of the request body while reading the answer: an instance may answer
+    /// early (a 413, a 401) and stop reading, and that answer is the one to pass on.
+    async fn stream_rest(
+        &mut self,
+        parts: &Parts,
+        framing: Framing,
+        body: Body,
+        sent: u64,
+    ) -> Result<(Response<()>, Decoder), ExchangeError> {
+        let (mut reader, mut writer) = self.io.split();
+        let sending = send_rest(&mut writer, framing, body, sent);
+        let reading = read_head(&mut reader, &mut self.buf, &parts.method);
+        tokio::pin!(sending, reading);
+        let answer = tokio::select! {
+            biased;
+            sent = &mut sending => match sent {
+                Ok(()) => reading.await,
+                // The socket failed: an answer the instance sent before closing still counts.
+                Err(e @ ExchangeError::Write(_)) => reading.await.map_err(|_| e),
+                Err(e) => Err(e),
+            },
+            answer = &mut reading => {
+                // Answered before the whole request went out: not at a message boundary.
+                answer.map(|(response, decoder, _)| (response, decoder, false))
+            }
+        };
+        match answer {
+            Ok((response, decoder, keep_alive)) => {
+                self.reusable = keep_alive;
+                Ok((response, decoder))
+            }
+            Err(e) => {
+                self.reusable = false;
+                Err(e)
             }
         }
     }
@@ -468,7 +484,9 @@ impl Head {
         bytes: &Bytes,
         method: &Method,
     ) -> Result<(Response<()>, Decoder, bool), ExchangeError> {
-        let mut map = HeaderMap::with_capacity(self.headers.len());
+        // Room for the headers the gateway adds to an answer (the request id, CORS, the stage
+        // variant), so that adding them does not rehash the map.
+        let mut map = HeaderMap::with_capacity(self.headers.len() + ADDED_HEADERS);
         for (name, value) in self.headers {
             let name = HeaderName::from_bytes(&bytes[name])
                 .map_err(|_| ExchangeError::Malformed("bad header name".into()))?;

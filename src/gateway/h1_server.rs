@@ -245,19 +245,19 @@ impl Connection {
             let mut keep_alive = head.keep_alive;
             let read_back = (!head.body.is_end()).then(|| Arc::new(Mutex::new(None)));
             let body = match (&read_back, self.reader.take()) {
-                (Some(read_back), Some(reader)) => RequestBody::Http1(Http1Body::new(
+                (Some(read_back), Some(reader)) => RequestBody::Http1(Box::new(Http1Body::new(
                     reader,
                     head.body,
                     Arc::clone(read_back),
                     head.expect_continue.then(|| Arc::clone(&self.writer)),
-                )),
+                ))),
                 (_, reader) => {
                     self.reader = reader;
                     RequestBody::Empty
                 }
             };
-            let request = Request::from_parts(head.parts, body);
-            let response = Arc::clone(gateway).handle(request, self.peer).await;
+            let mut parts = head.parts;
+            let response = gateway.handle(&mut parts, body, self.peer).await;
             if let Some(read_back) = read_back {
                 // Only a body read to its end leaves the connection fit for another request;
                 // otherwise the rest of it may still be on the way, and the connection closes
@@ -458,15 +458,24 @@ enum Step {
 
 /// Writes all of `data`.
 async fn write_all_bytes(writer: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
+    let stream: &TcpStream = writer.as_ref();
     let mut at = 0;
-    while at < data.len() {
-        match writer.try_write(&data[at..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writer.writable().await?,
-            Err(e) => return Err(e),
+    // Polled by hand: `writable()`'s future is ten times the size of this one, and the answer's
+    // futures are moved by copying.
+    std::future::poll_fn(|cx| {
+        while at < data.len() {
+            match stream.try_write(&data[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Ready again already, or the waker is registered for when it is.
+                    std::task::ready!(stream.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-    }
-    Ok(())
+        Poll::Ready(Ok(()))
+    })
+    .await
 }
 
 /// Writes all of `out` and empties it (keeping its capacity).
@@ -486,7 +495,13 @@ async fn serve_http2(
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = Arc::clone(&gateway);
-        async move { Ok::<_, Infallible>(gateway.handle(request.map(RequestBody::Http2), peer).await) }
+        async move {
+            let (mut parts, body) = request.into_parts();
+            let response = gateway
+                .handle(&mut parts, RequestBody::Http2(body), peer)
+                .await;
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = TokioIo::new(Rewound { read, stream });
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

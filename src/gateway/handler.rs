@@ -10,7 +10,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header, request::Parts};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, header, request::Parts};
 use tokio::sync::mpsc;
 
 use super::{
@@ -190,9 +190,13 @@ impl Call<'_> {
 
 impl Gateway {
     /// Answers one request. Never fails: every failure becomes API Gateway's answer.
+    ///
+    /// The request's head is borrowed from the connection, which keeps it: a future holds
+    /// what it is given, and this one and every future under it are moved by copying.
     pub async fn handle(
-        self: Arc<Self>,
-        request: Request<RequestBody>,
+        &self,
+        parts: &mut Parts,
+        body: RequestBody,
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -200,19 +204,19 @@ impl Gateway {
         let request_id = new_request_id();
         // What only the access log needs is copied only when it is on.
         let logged = self.access_log.enabled().then(|| {
-            let user_agent = request
-                .headers()
+            let user_agent = parts
+                .headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             (
-                request.method().clone(),
-                request.uri().path().to_owned(),
+                parts.method.clone(),
+                parts.uri.path().to_owned(),
                 user_agent,
             )
         });
-        let origin = request.headers().get(header::ORIGIN).cloned();
-        let protocol = version_name(request.version());
+        let origin = parts.headers.get(header::ORIGIN).cloned();
+        let protocol = version_name(parts.version);
         let mut trace = Trace::default();
 
         let clock = RequestClock {
@@ -220,7 +224,7 @@ impl Gateway {
             request_time,
         };
         let result = self
-            .serve(request, peer, &request_id, clock, &mut trace)
+            .serve(parts, body, peer, &request_id, clock, &mut trace)
             .await;
         let (mut response, error) = match result {
             Ok(response) => (response, None),
@@ -294,19 +298,20 @@ impl Gateway {
 
     async fn serve(
         &self,
-        request: Request<RequestBody>,
+        parts: &mut Parts,
+        body: RequestBody,
         peer: SocketAddr,
         request_id: &HeaderValue,
         clock: RequestClock,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
-        let header_bytes: usize = request
-            .headers()
+        let header_bytes: usize = parts
+            .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + request.uri().path().len()
-            + request.uri().query().map_or(0, str::len);
+            + parts.uri.path().len()
+            + parts.uri.query().map_or(0, str::len);
         if header_bytes > self.limits.max_header_bytes {
             return Err(GatewayError::HeadersTooLarge {
                 limit: self.limits.max_header_bytes,
@@ -314,8 +319,7 @@ impl Gateway {
         }
 
         let table = self.table.load_full();
-        let (parts, body) = request.into_parts();
-        // Owned, so that `parts` can move into an http function's request.
+        // Owned, so that an http function's request can be made from `parts` in place.
         let path = parts.uri.path().to_owned();
         let host = parts
             .headers
@@ -358,7 +362,7 @@ impl Gateway {
         let source_ip = stage_policies.ip.source_ip(peer.ip(), &parts.headers);
         trace.source_ip = Some(source_ip);
         let call = Call {
-            parts: &parts,
+            parts,
             matched: &matched,
             variables,
             source_ip,
@@ -457,7 +461,8 @@ impl Gateway {
                 };
                 // Boxed for the same reason: an unstarted future is moved by copying all of it,
                 // and each request's future would otherwise carry this one's size twice.
-                Box::pin(self.call_http(forward, parts, body, entry, deadline, trace)).await?
+                self.call_http(&forward, parts, body, entry, deadline, trace)
+                    .await?
             }
         };
         if matched.stage.canary.is_some() {

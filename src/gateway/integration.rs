@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, header, request::Parts};
+use http::{HeaderName, HeaderValue, Response, header, request::Parts};
 use http_body_util::{BodyExt, Limited};
 
 use super::{
@@ -119,8 +119,8 @@ impl Gateway {
     /// Reverse-proxies to an `http` function; the answer streams back.
     pub(super) async fn call_http(
         &self,
-        forward: Forward<'_>,
-        mut parts: Parts,
+        forward: &Forward<'_>,
+        parts: &mut Parts,
         body: RequestBody,
         entry: &FunctionEntry,
         deadline: Instant,
@@ -140,18 +140,18 @@ impl Gateway {
         let body = Limited::new(body, limit)
             .map_err(|e| -> BoxError { e })
             .boxed();
-        let request = Request::from_parts(parts, body);
 
         let acquired = self.activator.acquire(&entry.key, deadline).await?;
         trace.cold = acquired.cold;
         let invoked = Instant::now();
         let lease = acquired.lease;
-        let response = tokio::time::timeout_at(
-            deadline.into(),
-            self.invoker
-                .proxy(lease.instance().addr, request, path_and_query),
-        )
-        .await;
+        // Pinned where it is made, so the timeout holds a pointer instead of a copy of it.
+        let proxied =
+            std::pin::pin!(
+                self.invoker
+                    .proxy(lease.instance().addr, parts, body, path_and_query)
+            );
+        let response = tokio::time::timeout_at(deadline.into(), proxied).await;
         let response = integration_outcome(response, entry, forward.timeout)?;
         let integration = invoked.elapsed();
         trace.integration = Some(integration);

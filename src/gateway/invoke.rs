@@ -5,7 +5,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, uri::PathAndQuery};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, header, request::Parts,
+    uri::PathAndQuery,
+};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use thread_local::ThreadLocal;
 
@@ -84,9 +87,10 @@ impl Invoker {
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         set_host(request.headers_mut(), addr);
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let (parts, body) = request.into_parts();
         let response = self
             .pool()
-            .send(addr, request)
+            .send(addr, &parts, body)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         let failure = failure_kind(response.headers());
@@ -102,21 +106,24 @@ impl Invoker {
         })
     }
 
-    /// Forwards a request to an `http` function instance; the answer streams back.
+    /// Forwards a request to an `http` function instance; the answer streams back. The
+    /// request's head is taken by reference, and made the instance's in place: a future holds
+    /// what it is given, and a smaller future is cheaper to move.
     pub async fn proxy(
         &self,
         addr: SocketAddr,
-        mut request: Request<Body>,
+        parts: &mut Parts,
+        body: Body,
         path_and_query: PathAndQuery,
     ) -> Result<Response<UpstreamBody>, InvokeError> {
         // Origin-form, as a client sends it to a server (not to a proxy).
-        *request.uri_mut() = path_and_query.into();
-        *request.version_mut() = http::Version::HTTP_11;
-        strip_hop_by_hop(request.headers_mut());
-        set_host(request.headers_mut(), addr);
+        parts.uri = path_and_query.into();
+        parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        set_host(&mut parts.headers, addr);
         let mut response = self
             .pool()
-            .send(addr, request)
+            .send(addr, parts, body)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         strip_hop_by_hop(response.headers_mut());

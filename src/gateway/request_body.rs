@@ -41,7 +41,8 @@ pub enum RequestBodyError {
 pub enum RequestBody {
     /// The request has no body (no Content-Length or zero, no Transfer-Encoding).
     Empty,
-    Http1(Http1Body),
+    /// Boxed: a body is the less common case, and every request's futures hold this type.
+    Http1(Box<Http1Body>),
     Http2(Incoming),
 }
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Response, request::Parts};
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
@@ -80,7 +80,7 @@ impl UpstreamPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `request` (origin-form URI, with a Host header) to `addr` and returns the answer's
+    /// Sends a request (origin-form URI, with a Host header) to `addr` and returns the answer's
     /// head; its body streams from the same connection, which goes back to the pool once the
     /// body has been read to its end.
     ///
@@ -92,9 +92,9 @@ impl UpstreamPool {
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
-        request: Request<Body>,
+        parts: &Parts,
+        mut body: Body,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (parts, mut body) = request.into_parts();
         let mut fresh_only = false;
         loop {
             let (mut conn, idle_for) = match (!fresh_only).then(|| self.checkout(addr)).flatten() {
@@ -102,7 +102,7 @@ impl UpstreamPool {
                 // Boxed: the rare path would otherwise make every request's future larger.
                 None => (Box::pin(self.connect(addr)).await?, None),
             };
-            match conn.exchange(&parts, body).await {
+            match conn.exchange(parts, body).await {
                 Ok((head, decoder)) => {
                     return Ok(head.map(|()| UpstreamBody {
                         conn: Some(conn),
