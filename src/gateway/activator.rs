@@ -13,7 +13,7 @@ use std::{
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::{FastMap, error::GatewayError, metrics::GatewayMetrics};
+use super::{FastMap, coarse_clock::CoarseInstant, error::GatewayError, metrics::GatewayMetrics};
 use crate::backend::{Backend, FunctionKey, Instance, ReadyInstances};
 
 /// How often a held request checks whether its function's instances fail to start.
@@ -112,7 +112,10 @@ impl Drop for Lease {
 pub struct Activator {
     backend: Arc<dyn Backend>,
     loads: RwLock<FastMap<FunctionKey, Arc<FunctionLoad>>>,
+    /// `last_request_ms` counts from here, read on the coarse clock; `epoch` is the same moment
+    /// on the precise one, which the scaler's `now` is given on.
     epoch: Instant,
+    coarse_epoch: CoarseInstant,
     max_held: u32,
     demand: mpsc::UnboundedSender<FunctionKey>,
     metrics: Arc<GatewayMetrics>,
@@ -137,6 +140,7 @@ impl Activator {
             backend,
             loads: RwLock::new(FastMap::default()),
             epoch: Instant::now(),
+            coarse_epoch: CoarseInstant::now(),
             max_held,
             demand,
             metrics,
@@ -219,10 +223,14 @@ impl Activator {
         deadline: Instant,
     ) -> Result<Acquired, GatewayError> {
         let load = self.load(key)?;
-        let started = Instant::now();
-        let ms = u64::try_from(started.duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        // The coarse clock: the scaler counts idle seconds, and a tick is well within them.
+        let ms = u64::try_from(
+            CoarseInstant::now()
+                .duration_since(self.coarse_epoch)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+        .max(1);
         load.last_request_ms.store(ms, Ordering::Relaxed);
 
         let mut ready = load.ready.clone();
@@ -232,7 +240,7 @@ impl Activator {
         }
         // Boxed: holding is the rare path, and its timers and selects would otherwise make
         // every request's future larger.
-        Box::pin(self.hold(key, load, ready, instances, started, deadline)).await
+        Box::pin(self.hold(key, load, ready, instances, deadline)).await
     }
 
     /// Holds a request until an instance of `key` has a free slot, or `deadline`.
@@ -242,9 +250,9 @@ impl Activator {
         load: Arc<FunctionLoad>,
         mut ready: watch::Receiver<ReadyInstances>,
         instances: ReadyInstances,
-        started: Instant,
         deadline: Instant,
     ) -> Result<Acquired, GatewayError> {
+        let started = Instant::now();
         // No free slot: hold the request.
         if load.held.fetch_add(1, Ordering::Relaxed) >= self.max_held {
             load.held.fetch_sub(1, Ordering::Relaxed);

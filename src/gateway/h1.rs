@@ -34,8 +34,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// How much a read asks for at least.
 const READ_CHUNK: usize = 16 * 1024;
-/// Headers the gateway may add to an answer after it is read.
-const ADDED_HEADERS: usize = 4;
+/// Headers the gateway adds to every answer after it is read (the request id). Only that one:
+/// room for more (CORS, the stage variant) would make a usual answer's map larger than the
+/// allocator's fast size classes, which costs more than growing the map the rare time.
+const ADDED_HEADERS: usize = 1;
 /// A request body known to be at most this long, and ready, goes out in the head's write.
 const COALESCE_BODY: u64 = 64 * 1024;
 
@@ -106,6 +108,7 @@ impl Conn {
     pub async fn exchange(
         &mut self,
         parts: &Parts,
+        edit: &HeadEdit<'_>,
         mut body: Body,
     ) -> Result<(Response<()>, Decoder), Failed> {
         let failed = |error, unanswered, body| Failed {
@@ -118,7 +121,7 @@ impl Conn {
             Err(e) => return Err(failed(e, true, None)),
         };
         let mut out = BytesMut::with_capacity(512);
-        encode_head(parts, framing, &mut out);
+        encode_head(parts, edit, framing, &mut out);
         // A small body that is ready now goes out with the head, and is kept for a resend.
         let mut kept: Option<Bytes> = None;
         if !body.is_end_stream() && body.size_hint().exact().is_some_and(|n| n <= COALESCE_BODY) {
@@ -378,9 +381,37 @@ fn request_framing(parts: &Parts, body: &Body) -> Result<Framing, ExchangeError>
     })
 }
 
-/// The request line and headers, in origin-form, with the framing header when the request's
-/// headers do not have it already.
-pub fn encode_head(parts: &Parts, framing: Framing, out: &mut BytesMut) {
+/// How the head that goes out differs from the request's own headers: a proxy leaves some out
+/// and adds its own. Applied while encoding, so that the request's header map is not edited
+/// (each edit of a map hashes a name).
+#[derive(Default)]
+pub struct HeadEdit<'a> {
+    /// Leave out the headers that describe the client's connection, not the message (RFC 9110
+    /// §7.6.1), and those its Connection header names.
+    pub strip_hop_by_hop: bool,
+    /// Written after the request's own headers; a header of the request with one of these
+    /// names is left out.
+    pub replace: &'a [(HeaderName, HeaderValue)],
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), with `Keep-Alive`.
+pub(super) const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
+];
+
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str() == "keep-alive"
+}
+
+/// The request line and headers, in origin-form, edited by `edit`, with the framing header
+/// when the request's headers do not have it already.
+pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &mut BytesMut) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -390,14 +421,32 @@ pub fn encode_head(parts: &Parts, framing: Framing, out: &mut BytesMut) {
         target.as_bytes()
     });
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection_listed = edit
+        .strip_hop_by_hop
+        .then(|| parts.headers.get(header::CONNECTION))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
             continue; // the framing is this connection's, written below
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if edit.strip_hop_by_hop && is_hop_by_hop(name) {
+            continue;
+        }
+        if edit.replace.iter().any(|(replaced, _)| replaced == name) {
+            continue;
+        }
+        if let Some(listed) = connection_listed
+            && listed
+                .split(',')
+                .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+        {
+            continue;
+        }
+        write_header(name, value, out);
+    }
+    for (name, value) in edit.replace {
+        write_header(name, value, out);
     }
     match framing {
         Framing::Length(n) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
@@ -408,6 +457,13 @@ pub fn encode_head(parts: &Parts, framing: Framing, out: &mut BytesMut) {
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(name: &HeaderName, value: &HeaderValue, out: &mut BytesMut) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -427,6 +483,31 @@ fn encode_data(framing: Framing, data: &[u8], out: &mut BytesMut) {
 fn encode_end(framing: Framing, out: &mut BytesMut) {
     if framing == Framing::Chunked {
         out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
+/// Which of the headers that decide a message's framing and its connection's fate a head has,
+/// noted while its map is built: a head without them (most) is then not looked up for them.
+#[derive(Default, Clone, Copy)]
+pub(super) struct FramingHeaders {
+    pub connection: bool,
+    pub transfer_encoding: bool,
+    pub content_length: bool,
+    pub expect: bool,
+}
+
+impl FramingHeaders {
+    pub fn note(&mut self, name: &HeaderName) {
+        // Standard names compare by their index, not their bytes.
+        if *name == header::CONNECTION {
+            self.connection = true;
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if *name == header::EXPECT {
+            self.expect = true;
+        }
     }
 }
 
@@ -484,26 +565,29 @@ impl Head {
         bytes: &Bytes,
         method: &Method,
     ) -> Result<(Response<()>, Decoder, bool), ExchangeError> {
-        // Room for the headers the gateway adds to an answer (the request id, CORS, the stage
-        // variant), so that adding them does not rehash the map.
+        // Room for the header the gateway adds to every answer, so that adding it does not
+        // rehash the map.
         let mut map = HeaderMap::with_capacity(self.headers.len() + ADDED_HEADERS);
+        let mut seen = FramingHeaders::default();
         for (name, value) in self.headers {
             let name = HeaderName::from_bytes(&bytes[name])
                 .map_err(|_| ExchangeError::Malformed("bad header name".into()))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value))
                 .map_err(|_| ExchangeError::Malformed(format!("bad value of header {name}")))?;
+            seen.note(&name);
             map.append(name, value);
         }
+        let says = |token| seen.connection && has_token(&map, header::CONNECTION, token);
         let mut keep_alive = match self.version {
-            Version::HTTP_10 => has_token(&map, header::CONNECTION, "keep-alive"),
-            _ => !has_token(&map, header::CONNECTION, "close"),
+            Version::HTTP_10 => says("keep-alive"),
+            _ => !says("close"),
         };
         let decoder = if *method == Method::HEAD
             || self.status == StatusCode::NO_CONTENT
             || self.status == StatusCode::NOT_MODIFIED
         {
             Decoder::Done
-        } else if map.contains_key(header::TRANSFER_ENCODING) {
+        } else if seen.transfer_encoding {
             if self.version == Version::HTTP_10 {
                 // HTTP/1.0 has no transfer codings: its framing cannot be trusted (RFC 9112 §6.1).
                 return Err(ExchangeError::Malformed(
@@ -520,7 +604,7 @@ impl Head {
             } else {
                 Decoder::UntilClose
             }
-        } else if map.contains_key(header::CONTENT_LENGTH) {
+        } else if seen.content_length {
             match content_length(&map) {
                 Some(0) => Decoder::Done,
                 Some(n) => Decoder::Length(n),

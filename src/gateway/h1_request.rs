@@ -7,7 +7,9 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 
-use super::h1::{ChunkedDecoder, Decoder, content_length, ends_in_chunked, has_token};
+use super::h1::{
+    ChunkedDecoder, Decoder, FramingHeaders, content_length, ends_in_chunked, has_token,
+};
 
 /// A request's head may not be longer than this (API Gateway's own limit, 10 KB, is the
 /// handler's; a longer head gets the same 431 here without being held).
@@ -111,21 +113,29 @@ impl RawHead {
         // Room for the headers the gateway adds (`X-Forwarded-*`, the request id): growing a
         // map rehashes it, which a proxied request would otherwise pay every time.
         let mut map = HeaderMap::with_capacity(self.headers.len() + ADDED_HEADERS);
+        let mut seen = FramingHeaders::default();
         for (name, value) in self.headers {
             let name =
                 HeaderName::from_bytes(&bytes[name]).map_err(|_| malformed("bad header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value))
                 .map_err(|_| HeadError::Malformed(format!("bad value of header {name}")))?;
+            seen.note(&name);
             map.append(name, value);
         }
-        let close = has_token(&map, header::CONNECTION, "close");
+        let says = |token| seen.connection && has_token(&map, header::CONNECTION, token);
+        let close = says("close");
         let keep_alive = match self.version {
-            Version::HTTP_10 => !close && has_token(&map, header::CONNECTION, "keep-alive"),
+            Version::HTTP_10 => !close && says("keep-alive"),
             _ => !close,
         };
-        let body = body_framing(&mut map, self.version)?;
+        let body = if seen.transfer_encoding || seen.content_length {
+            body_framing(&mut map, self.version)?
+        } else {
+            Decoder::Done
+        };
         let expect_continue = self.version == Version::HTTP_11
             && !body.is_end()
+            && seen.expect
             && map
                 .get(header::EXPECT)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));

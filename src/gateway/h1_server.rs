@@ -34,6 +34,7 @@ use tokio_util::{
 };
 
 use super::{
+    coarse_clock::CoarseInstant,
     error::GatewayError,
     h1_request::{HeadError, parse_request_head},
     h1_response::{
@@ -119,7 +120,7 @@ async fn read_preface(
         // protocol they turn out to be.
         if !buf.is_empty() && !head_begun {
             head_begun = true;
-            deadline.set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
+            deadline.set(Instant::now() + HEAD_TIMEOUT);
         }
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
@@ -175,6 +176,9 @@ async fn read_more<R: AsyncRead + Unpin>(
 struct Deadline {
     sleep: Pin<Box<tokio::time::Sleep>>,
     at: Instant,
+    /// When the deadline was last set to the idle timeout (on the coarse clock), while it still
+    /// is that one.
+    idle_set: Option<CoarseInstant>,
 }
 
 impl Deadline {
@@ -182,15 +186,32 @@ impl Deadline {
         Self {
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
             at,
+            idle_set: None,
         }
     }
 
-    /// Moves the deadline to `at`, unless that is later by no more than `slack`.
-    fn set(&mut self, at: Instant, slack: Duration) {
-        if at < self.at || at > self.at + slack {
+    /// Moves the deadline to `at`.
+    fn set(&mut self, at: Instant) {
+        self.idle_set = None;
+        if at != self.at {
             self.at = at;
             self.sleep.as_mut().reset(at.into());
         }
+    }
+
+    /// Moves the deadline to the idle timeout from now, unless it was set so less than
+    /// `IDLE_SLACK` ago: a busy connection then moves its timer about once a second rather than
+    /// on every request, and reads only the coarse clock in between.
+    fn set_idle(&mut self) {
+        let now = CoarseInstant::now();
+        if self
+            .idle_set
+            .is_some_and(|set| now.duration_since(set) < IDLE_SLACK)
+        {
+            return;
+        }
+        self.set(Instant::now() + IDLE_TIMEOUT);
+        self.idle_set = Some(now);
     }
 }
 
@@ -309,11 +330,10 @@ impl Connection {
             // Between requests a connection may idle for a while; a head begun must come whole
             // in time, however slowly its bytes trickle in.
             if reader.buf.is_empty() {
-                self.deadline.set(Instant::now() + IDLE_TIMEOUT, IDLE_SLACK);
+                self.deadline.set_idle();
             } else if !head_begun {
                 head_begun = true;
-                self.deadline
-                    .set(Instant::now() + HEAD_TIMEOUT, Duration::ZERO);
+                self.deadline.set(Instant::now() + HEAD_TIMEOUT);
             }
             match read_more(
                 &mut reader.half,
@@ -599,19 +619,22 @@ mod tests {
 
         let mut deadline = Deadline::new(Instant::now() + Duration::from_secs(60));
         // Moved closer: the wait ends then.
-        deadline.set(Instant::now() + Duration::from_millis(50), Duration::ZERO);
+        deadline.set(Instant::now() + Duration::from_millis(50));
         let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;
         assert!(matches!(read, Ok(Read::TimedOut)));
 
-        // Moved later by less than the slack: kept (it has passed, so the wait ends at once).
-        let at = deadline.at;
-        deadline.set(at + Duration::from_millis(500), Duration::from_secs(1));
-        assert_eq!(deadline.at, at);
-        deadline.set(
-            Instant::now() + Duration::from_secs(60),
-            Duration::from_secs(1),
-        );
-        assert!(deadline.at > at + Duration::from_secs(59));
+        // The idle timeout is set, then kept while it was set less than the slack ago.
+        let passed = deadline.at;
+        deadline.set_idle();
+        let idle = deadline.at;
+        assert!(idle > passed + IDLE_TIMEOUT - Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        deadline.set_idle();
+        assert_eq!(deadline.at, idle);
+        // Any other deadline ends that: the next idle one is set anew.
+        deadline.set(Instant::now() + Duration::from_secs(60));
+        deadline.set_idle();
+        assert!(deadline.at > idle);
 
         client.write_all(b"GET").await.expect("write");
         let read = read_more(&mut half, &mut buf, cancelled.as_mut(), &mut deadline).await;

@@ -14,7 +14,7 @@ fn parts(method: Method, uri: &str, headers: &[(&'static str, &'static str)]) ->
 
 fn head_text(parts: &Parts, framing: Framing) -> String {
     let mut out = BytesMut::new();
-    encode_head(parts, framing, &mut out);
+    encode_head(parts, &HeadEdit::default(), framing, &mut out);
     String::from_utf8(out.to_vec()).expect("utf-8")
 }
 
@@ -22,6 +22,43 @@ fn head_text(parts: &Parts, framing: Framing) -> String {
 fn streamed(data: &'static [u8]) -> Body {
     let frames = futures::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(data)))]);
     StreamBody::new(frames).boxed()
+}
+
+#[test]
+fn an_edited_head_leaves_out_hop_by_hop_and_replaced_headers_and_adds_the_new_ones() {
+    let request = parts(
+        Method::GET,
+        "/p",
+        &[
+            ("host", "api.example.com"),
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("accept", "*/*"),
+        ],
+    );
+    let replace = [(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_static("203.0.113.7, 10.0.0.1"),
+    )];
+    let edit = HeadEdit {
+        strip_hop_by_hop: true,
+        replace: &replace,
+    };
+    let mut out = BytesMut::new();
+    encode_head(&request, &edit, Framing::None, &mut out);
+    assert_eq!(
+        String::from_utf8(out.to_vec()).expect("utf-8"),
+        "GET /p HTTP/1.1\r\nhost: api.example.com\r\naccept: */*\r\n\
+         x-forwarded-for: 203.0.113.7, 10.0.0.1\r\n\r\n"
+    );
+    // Without the edit, the head is the request's own.
+    let own = head_text(&request, Framing::None);
+    assert!(own.contains("x-private: secret\r\n") && own.contains("te: trailers\r\n"));
 }
 
 #[test]
@@ -406,7 +443,8 @@ async fn an_early_answer_is_returned_while_the_body_is_still_streaming() {
     let body = StreamBody::new(frames).boxed();
     let mut conn = Conn::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
     let parts = parts(Method::POST, "/upload", &[("host", "fn")]);
-    let exchange = conn.exchange(&parts, body);
+    let edit = HeadEdit::default();
+    let exchange = conn.exchange(&parts, &edit, body);
     let (response, mut decoder) =
         tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
             .await

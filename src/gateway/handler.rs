@@ -146,7 +146,7 @@ pub(super) struct Call<'a> {
     pub source_ip: IpAddr,
     /// The request id, as the header value it travels in (see [`new_request_id`]).
     pub request_id: &'a HeaderValue,
-    pub request_time: chrono::DateTime<chrono::Utc>,
+    pub request_time: &'a WallTime,
     pub host: Option<&'a str>,
     pub api_id: &'a str,
 }
@@ -173,11 +173,11 @@ impl Call<'_> {
             path: self.matched.stage_path,
             resource_path: &self.matched.route.resource_path,
             route_key: &self.matched.route.route_key,
-            path_parameters: &self.matched.path_parameters,
+            path_parameters: self.matched.path_parameters(),
             stage: &self.matched.stage.name,
             stage_variables: self.variables,
             request_id: self.request_id_text(),
-            request_time: self.request_time,
+            request_time: self.request_time.get(),
             api_id: self.api_id,
             domain_name: self.host.map(host_without_port),
             source_ip: self.source_ip,
@@ -200,7 +200,11 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
-        let request_time = chrono::Utc::now();
+        let request_time = WallTime::default();
+        if self.access_log.enabled() {
+            // The log shows when the request came, not when its line is written.
+            request_time.get();
+        }
         let request_id = new_request_id();
         // What only the access log needs is copied only when it is on.
         let logged = self.access_log.enabled().then(|| {
@@ -221,7 +225,7 @@ impl Gateway {
 
         let clock = RequestClock {
             started,
-            request_time,
+            request_time: &request_time,
         };
         let result = self
             .serve(parts, body, peer, &request_id, clock, &mut trace)
@@ -274,7 +278,10 @@ impl Gateway {
         self.access_log.log(&AccessRecord {
             request_id: request_id.to_str().unwrap_or_default(),
             ip: trace.source_ip.unwrap_or(peer.ip()).to_string(),
-            request_time: request_time.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            request_time: request_time
+                .get()
+                .format("%d/%b/%Y:%H:%M:%S %z")
+                .to_string(),
             http_method: method.as_str(),
             path: &path,
             route_key,
@@ -302,7 +309,7 @@ impl Gateway {
         body: RequestBody,
         peer: SocketAddr,
         request_id: &HeaderValue,
-        clock: RequestClock,
+        clock: RequestClock<'_>,
         trace: &mut Trace,
     ) -> Result<Response<Body>, GatewayError> {
         let header_bytes: usize = parts
@@ -409,7 +416,7 @@ impl Gateway {
                         policy,
                         &parts.headers,
                         parts.uri.query(),
-                        &matched.path_parameters,
+                        matched.path_parameters(),
                     );
                     let lookup =
                         self.policies
@@ -490,9 +497,20 @@ const STAGE_VARIANT: HeaderName = HeaderName::from_static("x-kfaas-stage-variant
 /// When a request arrived: the monotonic instant deadlines count from, and the wall-clock time
 /// events and the access log show.
 #[derive(Clone, Copy)]
-struct RequestClock {
+struct RequestClock<'a> {
     started: Instant,
-    request_time: chrono::DateTime<chrono::Utc>,
+    request_time: &'a WallTime,
+}
+
+/// A request's wall-clock time, read when first asked for: a proxied request with the access
+/// log off never asks, and the clock read is a visible share of its CPU.
+#[derive(Default)]
+pub(super) struct WallTime(std::sync::OnceLock<chrono::DateTime<chrono::Utc>>);
+
+impl WallTime {
+    pub fn get(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.get_or_init(chrono::Utc::now)
+    }
 }
 
 /// A new request id (a UUID v4), made once as the header value it travels in: in the answer,

@@ -136,7 +136,6 @@ impl Gateway {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         let path_and_query = path_and_query(forward.stage_path, parts.uri.query())?;
-        add_forwarded(&mut parts.headers, forward.peer, forward.request_id);
         let body = Limited::new(body, limit)
             .map_err(|e| -> BoxError { e })
             .boxed();
@@ -145,11 +144,13 @@ impl Gateway {
         trace.cold = acquired.cold;
         let invoked = Instant::now();
         let lease = acquired.lease;
+        let addr = lease.instance().addr;
+        let forwarded = forwarded_headers(&parts.headers, forward.peer, forward.request_id, addr);
         // Pinned where it is made, so the timeout holds a pointer instead of a copy of it.
         let proxied =
             std::pin::pin!(
                 self.invoker
-                    .proxy(lease.instance().addr, parts, body, path_and_query)
+                    .proxy(addr, parts, &forwarded, body, path_and_query)
             );
         let response = tokio::time::timeout_at(deadline.into(), proxied).await;
         let response = integration_outcome(response, entry, forward.timeout)?;
@@ -250,10 +251,18 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The `X-Forwarded-*` headers and the request id an `http` function is sent. Every proxied
-/// request takes this path, so the names are constants and the peer's address is written without
-/// an intermediate `String`.
-fn add_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, request_id: &HeaderValue) {
+/// The headers an `http` function's request carries in place of the client's own of the same
+/// names: `X-Forwarded-For` (the client's chain, if any, and the peer), `-Proto`, the request
+/// id, and `X-Forwarded-Host` with the client's Host, or a Host of the instance's address when
+/// the client sent none (HTTP/1.1 requires one). Every proxied request takes this path, so the
+/// names are constants, the peer's address is written without an intermediate `String`, and
+/// the client's map is read twice and not edited.
+fn forwarded_headers(
+    headers: &http::HeaderMap,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+    instance: SocketAddr,
+) -> [(HeaderName, HeaderValue); 4] {
     use std::io::Write as _;
     let mut forwarded_for = Vec::with_capacity(64);
     if let Some(existing) = headers.get(&X_FORWARDED_FOR) {
@@ -262,19 +271,35 @@ fn add_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, request_id: &H
     }
     // Writing to a Vec does not fail.
     let _ = write!(forwarded_for, "{}", peer.ip());
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for)) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    // An address and a valid header value are valid together.
+    let forwarded_for = HeaderValue::from_maybe_shared(Bytes::from(forwarded_for))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let host = match headers.get(header::HOST) {
+        Some(host) => (X_FORWARDED_HOST, host.clone()),
+        None => (
+            header::HOST,
+            HeaderValue::try_from(instance.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+        ),
+    };
+    [
+        (X_FORWARDED_FOR, forwarded_for),
+        (X_FORWARDED_PROTO, HeaderValue::from_static("http")),
+        (X_REQUEST_ID, request_id.clone()),
+        host,
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value<'h>(headers: &'h [(HeaderName, HeaderValue)], name: &HeaderName) -> Option<&'h str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
 
     #[test]
     fn forwarded_headers_extend_a_client_chain_and_carry_the_request_id() {
@@ -282,15 +307,27 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("api.example.com"));
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         let id = HeaderValue::from_static("c0ffee00-0000-4000-8000-000000000001");
-        add_forwarded(&mut headers, "[2001:db8::1]:4000".parse().unwrap(), &id);
-        assert_eq!(headers[&X_FORWARDED_FOR], "203.0.113.7, 2001:db8::1");
-        assert_eq!(headers[&X_FORWARDED_PROTO], "http");
-        assert_eq!(headers[&X_FORWARDED_HOST], "api.example.com");
-        assert_eq!(headers[&X_REQUEST_ID], id);
+        let instance = "127.0.0.1:8080".parse().unwrap();
+        let sent = forwarded_headers(
+            &headers,
+            "[2001:db8::1]:4000".parse().unwrap(),
+            &id,
+            instance,
+        );
+        assert_eq!(
+            value(&sent, &X_FORWARDED_FOR),
+            Some("203.0.113.7, 2001:db8::1")
+        );
+        assert_eq!(value(&sent, &X_FORWARDED_PROTO), Some("http"));
+        assert_eq!(value(&sent, &X_FORWARDED_HOST), Some("api.example.com"));
+        assert_eq!(value(&sent, &X_REQUEST_ID), id.to_str().ok());
+        // The client's Host goes out as it came (it is not replaced).
+        assert_eq!(value(&sent, &header::HOST), None);
 
-        let mut headers = http::HeaderMap::new();
-        add_forwarded(&mut headers, "127.0.0.1:9".parse().unwrap(), &id);
-        assert_eq!(headers[&X_FORWARDED_FOR], "127.0.0.1");
-        assert!(!headers.contains_key(&X_FORWARDED_HOST));
+        let headers = http::HeaderMap::new();
+        let sent = forwarded_headers(&headers, "127.0.0.1:9".parse().unwrap(), &id, instance);
+        assert_eq!(value(&sent, &X_FORWARDED_FOR), Some("127.0.0.1"));
+        assert_eq!(value(&sent, &X_FORWARDED_HOST), None);
+        assert_eq!(value(&sent, &header::HOST), Some("127.0.0.1:8080"));
     }
 }

@@ -13,7 +13,10 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use thread_local::ThreadLocal;
 
 pub use super::upstream::UpstreamBody;
-use super::upstream::UpstreamPool;
+use super::{
+    h1::{HOP_BY_HOP, HeadEdit, is_hop_by_hop},
+    upstream::UpstreamPool,
+};
 
 /// Body type shared by the gateway's requests and responses.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -90,7 +93,7 @@ impl Invoker {
         let (parts, body) = request.into_parts();
         let response = self
             .pool()
-            .send(addr, &parts, body)
+            .send(addr, &parts, &HeadEdit::default(), body)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         let failure = failure_kind(response.headers());
@@ -107,23 +110,27 @@ impl Invoker {
     }
 
     /// Forwards a request to an `http` function instance; the answer streams back. The
-    /// request's head is taken by reference, and made the instance's in place: a future holds
-    /// what it is given, and a smaller future is cheaper to move.
+    /// request's head is taken by reference (a future holds what it is given, and a smaller
+    /// future is cheaper to move); it goes out in origin-form, without its hop-by-hop headers,
+    /// and with `forwarded` in place of the request's own headers of those names.
     pub async fn proxy(
         &self,
         addr: SocketAddr,
         parts: &mut Parts,
+        forwarded: &[(HeaderName, HeaderValue)],
         body: Body,
         path_and_query: PathAndQuery,
     ) -> Result<Response<UpstreamBody>, InvokeError> {
         // Origin-form, as a client sends it to a server (not to a proxy).
         parts.uri = path_and_query.into();
         parts.version = http::Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        set_host(&mut parts.headers, addr);
+        let edit = HeadEdit {
+            strip_hop_by_hop: true,
+            replace: forwarded,
+        };
         let mut response = self
             .pool()
-            .send(addr, parts, body)
+            .send(addr, parts, &edit, body)
             .await
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         strip_hop_by_hop(response.headers_mut());
@@ -156,23 +163,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+/// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1), and
+/// those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    const HOP: [HeaderName; 7] = [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::TRANSFER_ENCODING,
-    ];
     // One pass over the few headers a message has is cheaper than eight removals that find
     // nothing, the usual case.
-    if !headers
-        .keys()
-        .any(|name| HOP.contains(name) || name.as_str() == "keep-alive")
-    {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if let Some(listed) = headers
@@ -187,7 +183,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove("keep-alive");

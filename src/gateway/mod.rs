@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod activator;
 mod admit;
 pub mod cluster;
+mod coarse_clock;
 pub mod config;
 pub mod error;
 pub mod event;

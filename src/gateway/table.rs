@@ -88,10 +88,24 @@ pub struct StageEntry {
 pub struct Matched<'t> {
     pub stage: &'t StageEntry,
     pub route: &'t Arc<RouteEntry>,
-    /// Percent-decoded path parameters, in template order.
-    pub path_parameters: Vec<(String, String)>,
+    /// The path parameters as matched; decoded only when asked for (an `http` function never
+    /// needs them, and decoding allocates).
+    params: matchit::Params<'t, 't>,
+    decoded: std::sync::OnceLock<Vec<(String, String)>>,
     /// The request path inside the stage (base path stripped).
     pub stage_path: &'t str,
+}
+
+impl Matched<'_> {
+    /// Percent-decoded path parameters, in template order.
+    pub fn path_parameters(&self) -> &[(String, String)] {
+        self.decoded.get_or_init(|| {
+            self.params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), decode_param(v)))
+                .collect()
+        })
+    }
 }
 
 /// Why nothing matched.
@@ -213,15 +227,11 @@ impl RouteTable {
         let found = stage.routers[method_index]
             .at(stage_path)
             .map_err(|_| Miss::NoRoute)?;
-        let path_parameters = found
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), decode_param(v)))
-            .collect();
         Ok(Matched {
             stage,
             route: found.value,
-            path_parameters,
+            params: found.params,
+            decoded: std::sync::OnceLock::new(),
             stage_path,
         })
     }

@@ -126,7 +126,7 @@ fn path_parameters_are_decoded_and_greedy_ones_keep_slashes() {
         .lookup(None, &Method::GET, "/users/j%C3%BCrgen/files/a/b%20c.txt")
         .expect("match");
     assert_eq!(
-        m.path_parameters,
+        m.path_parameters(),
         vec![
             ("id".to_owned(), "jürgen".to_owned()),
             ("path".to_owned(), "a/b c.txt".to_owned())

@@ -11,7 +11,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -20,7 +20,8 @@ use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::{
-    h1::{Conn, Decoder, ExchangeError},
+    coarse_clock::CoarseInstant,
+    h1::{Conn, Decoder, ExchangeError, HeadEdit},
     invoke::Body,
 };
 
@@ -44,7 +45,7 @@ pub enum UpstreamError {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    since: CoarseInstant,
 }
 
 /// Keep-alive connections to instances, by address.
@@ -56,7 +57,7 @@ pub struct UpstreamPool {
 
 struct IdleSet {
     by_addr: super::FastMap<SocketAddr, Vec<Idle>>,
-    last_sweep: Instant,
+    last_sweep: CoarseInstant,
 }
 
 impl UpstreamPool {
@@ -64,7 +65,7 @@ impl UpstreamPool {
         Self {
             idle: Mutex::new(IdleSet {
                 by_addr: super::FastMap::default(),
-                last_sweep: Instant::now(),
+                last_sweep: CoarseInstant::now(),
             }),
             max_idle_per_addr,
             connect_timeout,
@@ -80,7 +81,7 @@ impl UpstreamPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a request (origin-form URI, with a Host header) to `addr` and returns the answer's
+    /// Sends a request (origin-form URI, with a Host header once `edit` is applied) to `addr` and returns the answer's
     /// head; its body streams from the same connection, which goes back to the pool once the
     /// body has been read to its end.
     ///
@@ -93,6 +94,7 @@ impl UpstreamPool {
         self: &Arc<Self>,
         addr: SocketAddr,
         parts: &Parts,
+        edit: &HeadEdit<'_>,
         mut body: Body,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut fresh_only = false;
@@ -102,7 +104,7 @@ impl UpstreamPool {
                 // Boxed: the rare path would otherwise make every request's future larger.
                 None => (Box::pin(self.connect(addr)).await?, None),
             };
-            match conn.exchange(parts, body).await {
+            match conn.exchange(parts, edit, body).await {
                 Ok((head, decoder)) => {
                     return Ok(head.map(|()| UpstreamBody {
                         conn: Some(conn),
@@ -133,7 +135,7 @@ impl UpstreamPool {
     fn checkout(&self, addr: SocketAddr) -> Option<(Conn, Duration)> {
         let mut idle = self.lock();
         let list = idle.by_addr.get_mut(&addr)?;
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         while let Some(entry) = list.pop() {
             // A FIN or reset the instance sent while it sat idle shows here.
             let idle_for = now.duration_since(entry.since);
@@ -159,7 +161,7 @@ impl UpstreamPool {
         if !conn.reusable() {
             return;
         }
-        let now = Instant::now();
+        let now = CoarseInstant::now();
         let mut idle = self.lock();
         if now.duration_since(idle.last_sweep) >= SWEEP_EVERY {
             idle.last_sweep = now;
