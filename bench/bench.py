@@ -463,6 +463,8 @@ def bench_proxy(args, work, results):
             ("kfaas --no-access-log", "nolog", ["--no-access-log"]),
             ("kfaas --no-access-log --worker-threads 1", "nolog-wt1",
              ["--no-access-log", "--worker-threads", "1"]),
+            ("kfaas --no-access-log --worker-threads 2", "nolog-wt2",
+             ["--no-access-log", "--worker-threads", "2"]),
             ("kfaas (access log on)", "log", []),
             ("kfaas (access log on) --worker-threads 1", "log-wt1", ["--worker-threads", "1"]),
         ]
@@ -914,7 +916,8 @@ def main():
                     help="...but no longer than this many seconds")
     ap.add_argument("--only", default="proxy,lambda,cold,memory")
     ap.add_argument("--variants", default="nolog,nolog-wt1,log,log-wt1",
-                    help="kfaas configurations of the proxy benchmark")
+                    help="kfaas configurations of the proxy benchmark: nolog, nolog-wt1,"
+                         " nolog-wt2, log, log-wt1")
     ap.add_argument("--kfaas-base", action="append", default=[], metavar="[NAME=]PATH",
                     help="another kfaas binary, proxy-benchmarked beside --kfaas in the same rounds"
                          " (label kfaas@NAME, NAME defaults to base); may be repeated")

@@ -49,7 +49,7 @@ pub fn run(args: Args) -> ExitCode {
         namespace: args.namespace,
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
-        serving_threads: super::serving_threads(args.worker_threads),
+        serving_threads: super::serving_threads(args.worker_threads, 1),
         usage_status_interval: Duration::from_secs(args.usage_status_seconds.max(1)),
         secret_refresh_interval: Duration::from_secs(args.secret_refresh_seconds.max(1)),
         api_id: args.api_id,

@@ -58,11 +58,12 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Threads serving requests (`--worker-threads`): one per core this process may run on unless
-/// set, and at least one.
-fn serving_threads(flag: Option<usize>) -> usize {
+/// Threads serving requests (`--worker-threads`), at least one; unless set, one per
+/// `cores_per_thread` cores this process may run on.
+fn serving_threads(flag: Option<usize>, cores_per_thread: usize) -> usize {
     flag.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            / cores_per_thread.max(1)
     })
     .max(1)
 }
@@ -74,4 +75,19 @@ fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .worker_threads(1)
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serving_threads;
+
+    #[test]
+    fn serving_threads_follow_the_flag_or_the_cores_and_are_at_least_one() {
+        assert_eq!(serving_threads(Some(3), 2), 3);
+        assert_eq!(serving_threads(Some(0), 1), 1);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(serving_threads(None, 1), cores);
+        assert_eq!(serving_threads(None, 2), (cores / 2).max(1));
+        assert_eq!(serving_threads(None, usize::MAX), 1);
+    }
 }

@@ -76,6 +76,29 @@ impl FunctionLoad {
     }
 }
 
+/// Where a function's entry in the routing table keeps its `FunctionLoad` once found. A cache,
+/// not part of what the entry is: a copy starts empty, and any two compare equal.
+#[derive(Default)]
+pub struct LoadSlot(std::sync::OnceLock<Arc<FunctionLoad>>);
+
+impl Clone for LoadSlot {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for LoadSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for LoadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadSlot")
+    }
+}
+
 /// A slot on one instance; dropping it frees the slot and wakes one held request.
 pub struct Lease {
     load: Arc<FunctionLoad>,
@@ -216,13 +239,29 @@ impl Activator {
         }
     }
 
+    /// The counters of `key`, kept in `slot` after the first look-up.
+    fn load_into(
+        &self,
+        key: &FunctionKey,
+        slot: &LoadSlot,
+    ) -> Result<Arc<FunctionLoad>, GatewayError> {
+        if let Some(load) = slot.0.get() {
+            return Ok(Arc::clone(load));
+        }
+        let load = self.load(key)?;
+        let _ = slot.0.set(Arc::clone(&load));
+        Ok(load)
+    }
+
     /// A free slot on a ready instance of `key`, waiting until `deadline` if there is none.
+    /// `slot` keeps the function's counters between requests.
     pub async fn acquire(
         &self,
         key: &FunctionKey,
+        slot: &LoadSlot,
         deadline: Instant,
     ) -> Result<Acquired, GatewayError> {
-        let load = self.load(key)?;
+        let load = self.load_into(key, slot)?;
         // The coarse clock: the scaler counts idle seconds, and a tick is well within them.
         let ms = u64::try_from(
             CoarseInstant::now()

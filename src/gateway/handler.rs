@@ -381,11 +381,8 @@ impl Gateway {
         let deadline = clock.started + matched.route.timeout;
         // Only a lambda function's event carries the authorizer's output; for an http function
         // it is not built at all.
-        let wants_event = function
-            .as_ref()
-            .ok()
-            .and_then(|k| table.function(k))
-            .is_none_or(|f| f.protocol == FunctionProtocol::Lambda);
+        let found = function.as_ref().ok().and_then(|k| table.function(k));
+        let wants_event = found.is_none_or(|f| f.protocol == FunctionProtocol::Lambda);
         let admitted = self
             .admit(&call, &table, deadline, wants_event, trace)
             .await?;
@@ -397,12 +394,10 @@ impl Gateway {
                 route: matched.route.object.clone(),
                 reason: reason.clone(),
             })?;
-        let entry = table
-            .function(key)
-            .ok_or_else(|| GatewayError::NoIntegration {
-                route: matched.route.object.clone(),
-                reason: format!("function {key} does not exist"),
-            })?;
+        let entry = found.ok_or_else(|| GatewayError::NoIntegration {
+            route: matched.route.object.clone(),
+            reason: format!("function {key} does not exist"),
+        })?;
         trace.function = Some(Arc::clone(entry));
 
         let mut response = match entry.protocol {

@@ -100,7 +100,10 @@ impl Gateway {
         timeout: Duration,
         trace: &mut Trace,
     ) -> Result<LambdaOutcome, GatewayError> {
-        let acquired = self.activator.acquire(&entry.key, deadline).await?;
+        let acquired = self
+            .activator
+            .acquire(&entry.key, &entry.load, deadline)
+            .await?;
         trace.cold |= acquired.cold;
         let invoked = Instant::now();
         let outcome = tokio::time::timeout_at(
@@ -140,7 +143,10 @@ impl Gateway {
             .map_err(|e| -> BoxError { e })
             .boxed();
 
-        let acquired = self.activator.acquire(&entry.key, deadline).await?;
+        let acquired = self
+            .activator
+            .acquire(&entry.key, &entry.load, deadline)
+            .await?;
         trace.cold = acquired.cold;
         let invoked = Instant::now();
         let lease = acquired.lease;

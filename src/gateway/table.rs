@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use http::Method;
 
-use super::FastMap;
+use super::{FastMap, activator::LoadSlot};
 use crate::{
     api::{Function, FunctionProtocol, PayloadFormat, Route, Stage, StageSpec},
     autoscaler::ScalingPolicy,
@@ -29,6 +29,9 @@ pub struct FunctionEntry {
     pub timeout: Duration,
     pub concurrency: u32,
     pub policy: ScalingPolicy,
+    /// The activator's counters of this function, found once per table rather than looked up
+    /// by key on every request.
+    pub load: LoadSlot,
 }
 
 /// One route as served by one stage.
@@ -165,6 +168,7 @@ impl RouteTable {
                     ),
                     concurrency: concurrency(&f.spec),
                     policy: scaling_policy(&f.spec),
+                    load: LoadSlot::default(),
                 };
                 (key, Arc::new(entry))
             })
