@@ -78,7 +78,12 @@ pub struct Conn {
     buf: BytesMut,
     /// Another request may follow the current one.
     reusable: bool,
+    /// The buffer the last request was encoded in, kept for the next (a small one only).
+    out: BytesMut,
 }
+
+/// An encoding buffer up to this size is kept for the connection's next request.
+const KEEP_OUT: usize = 4 * 1024;
 
 impl Conn {
     pub fn new(io: TcpStream) -> Self {
@@ -86,6 +91,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             reusable: true,
+            out: BytesMut::new(),
         }
     }
 
@@ -120,7 +126,9 @@ impl Conn {
             Ok(f) => f,
             Err(e) => return Err(failed(e, true, None)),
         };
-        let mut out = BytesMut::with_capacity(512);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.reserve(512);
         encode_head(parts, edit, framing, &mut out);
         // A small body that is ready now goes out with the head, and is kept for a resend.
         let mut kept: Option<Bytes> = None;
@@ -163,6 +171,9 @@ impl Conn {
             // A streamed body none of which was taken is as good as new.
             let body = resendable(&kept).or_else(|| kept.is_none().then_some(body));
             return Err(failed(ExchangeError::Write(e), true, body));
+        }
+        if out.capacity() <= KEEP_OUT {
+            self.out = out;
         }
         if !whole {
             let sent = kept.as_ref().map_or(0, |b| b.len() as u64);
@@ -386,6 +397,9 @@ fn request_framing(parts: &Parts, body: &Body) -> Result<Framing, ExchangeError>
 /// (each edit of a map hashes a name).
 #[derive(Default)]
 pub struct HeadEdit<'a> {
+    /// The request target to write instead of the request's own: a path and a query, both
+    /// taken from a URI already parsed, so valid.
+    pub target: Option<(&'a str, Option<&'a str>)>,
     /// Leave out the headers that describe the client's connection, not the message (RFC 9110
     /// §7.6.1), and those its Connection header names.
     pub strip_hop_by_hop: bool,
@@ -414,12 +428,27 @@ pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &mut BytesMut) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(if target.is_empty() {
-        b"/"
-    } else {
-        target.as_bytes()
-    });
+    match edit.target {
+        Some((path, query)) => {
+            out.extend_from_slice(if path.is_empty() {
+                b"/"
+            } else {
+                path.as_bytes()
+            });
+            if let Some(query) = query {
+                out.extend_from_slice(b"?");
+                out.extend_from_slice(query.as_bytes());
+            }
+        }
+        None => {
+            let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            out.extend_from_slice(if target.is_empty() {
+                b"/"
+            } else {
+                target.as_bytes()
+            });
+        }
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection_listed = edit
         .strip_hop_by_hop
@@ -879,7 +908,7 @@ pub fn decode_answer(
 /// A request body of zero length, for the framing tests.
 #[cfg(test)]
 fn empty_body() -> Body {
-    super::invoke::full(Bytes::new())
+    super::invoke::empty()
 }
 
 #[cfg(test)]

@@ -277,8 +277,8 @@ impl Connection {
                     RequestBody::Empty
                 }
             };
-            let mut parts = head.parts;
-            let response = gateway.handle(&mut parts, body, self.peer).await;
+            let parts = head.parts;
+            let response = gateway.handle(&parts, body, self.peer).await;
             if let Some(read_back) = read_back {
                 // Only a body read to its end leaves the connection fit for another request;
                 // otherwise the rest of it may still be on the way, and the connection closes
@@ -516,10 +516,8 @@ async fn serve_http2(
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = Arc::clone(&gateway);
         async move {
-            let (mut parts, body) = request.into_parts();
-            let response = gateway
-                .handle(&mut parts, RequestBody::Http2(body), peer)
-                .await;
+            let (parts, body) = request.into_parts();
+            let response = gateway.handle(&parts, RequestBody::Http2(body), peer).await;
             Ok::<_, Infallible>(response)
         }
     });

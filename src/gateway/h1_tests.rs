@@ -46,6 +46,7 @@ fn an_edited_head_leaves_out_hop_by_hop_and_replaced_headers_and_adds_the_new_on
         HeaderValue::from_static("203.0.113.7, 10.0.0.1"),
     )];
     let edit = HeadEdit {
+        target: Some(("/inner", Some("q=1"))),
         strip_hop_by_hop: true,
         replace: &replace,
     };
@@ -53,7 +54,7 @@ fn an_edited_head_leaves_out_hop_by_hop_and_replaced_headers_and_adds_the_new_on
     encode_head(&request, &edit, Framing::None, &mut out);
     assert_eq!(
         String::from_utf8(out.to_vec()).expect("utf-8"),
-        "GET /p HTTP/1.1\r\nhost: api.example.com\r\naccept: */*\r\n\
+        "GET /inner?q=1 HTTP/1.1\r\nhost: api.example.com\r\naccept: */*\r\n\
          x-forwarded-for: 203.0.113.7, 10.0.0.1\r\n\r\n"
     );
     // Without the edit, the head is the request's own.

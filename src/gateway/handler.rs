@@ -195,7 +195,7 @@ impl Gateway {
     /// what it is given, and this one and every future under it are moved by copying.
     pub async fn handle(
         &self,
-        parts: &mut Parts,
+        parts: &Parts,
         body: RequestBody,
         peer: SocketAddr,
     ) -> Response<Body> {
@@ -305,7 +305,7 @@ impl Gateway {
 
     async fn serve(
         &self,
-        parts: &mut Parts,
+        parts: &Parts,
         body: RequestBody,
         peer: SocketAddr,
         request_id: &HeaderValue,
@@ -326,15 +326,12 @@ impl Gateway {
         }
 
         let table = self.table.load_full();
-        // Owned, so that an http function's request can be made from `parts` in place.
-        let path = parts.uri.path().to_owned();
+        let path = parts.uri.path();
         let host = parts
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .map(str::to_owned);
-        let host = host.as_deref();
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
 
         // A CORS preflight is answered for the route of the method it asks about.
         if CorsPolicy::is_preflight(&parts.method, &parts.headers)
@@ -342,7 +339,7 @@ impl Gateway {
                 .headers
                 .get(header::ACCESS_CONTROL_REQUEST_METHOD)
                 .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
-            && let Ok(m) = table.lookup(host, &asked, &path)
+            && let Ok(m) = table.lookup(host, &asked, path)
             && let Some(cors) = &m.route.policies.cors
         {
             trace.route = Some(Arc::clone(m.route));
@@ -351,7 +348,7 @@ impl Gateway {
         }
 
         let matched = table
-            .lookup(host, &parts.method, &path)
+            .lookup(host, &parts.method, path)
             .map_err(|_| GatewayError::NotFound)?;
         trace.route = Some(Arc::clone(matched.route));
 

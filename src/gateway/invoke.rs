@@ -5,10 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Response, header, request::Parts,
-    uri::PathAndQuery,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, request::Parts};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use thread_local::ThreadLocal;
 
@@ -111,20 +108,19 @@ impl Invoker {
 
     /// Forwards a request to an `http` function instance; the answer streams back. The
     /// request's head is taken by reference (a future holds what it is given, and a smaller
-    /// future is cheaper to move); it goes out in origin-form, without its hop-by-hop headers,
-    /// and with `forwarded` in place of the request's own headers of those names.
+    /// future is cheaper to move); it goes out in origin-form with `path` and `query`, without
+    /// its hop-by-hop headers, and with `forwarded` in place of its own headers of those names.
     pub async fn proxy(
         &self,
         addr: SocketAddr,
-        parts: &mut Parts,
+        parts: &Parts,
+        (path, query): (&str, Option<&str>),
         forwarded: &[(HeaderName, HeaderValue)],
         body: Body,
-        path_and_query: PathAndQuery,
     ) -> Result<Response<UpstreamBody>, InvokeError> {
-        // Origin-form, as a client sends it to a server (not to a proxy).
-        parts.uri = path_and_query.into();
-        parts.version = http::Version::HTTP_11;
         let edit = HeadEdit {
+            // Origin-form, as a client sends it to a server (not to a proxy).
+            target: Some((path, query)),
             strip_hop_by_hop: true,
             replace: forwarded,
         };
@@ -155,6 +151,13 @@ fn set_host(headers: &mut HeaderMap, addr: SocketAddr) {
     {
         headers.insert(header::HOST, host);
     }
+}
+
+/// An empty body; a `Body` made of it allocates nothing (its parts have no size).
+pub fn empty() -> Body {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
