@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -29,6 +29,8 @@ pub struct FunctionLoad {
     held: AtomicU32,
     /// Milliseconds since the activator's epoch of the last request; 0 = never.
     last_request_ms: AtomicU64,
+    /// The activator has forgotten this function (`Activator::retain`).
+    retired: AtomicBool,
     released: Notify,
     /// `kfaas_gateway_integration_duration_seconds` of this function, looked up once so the
     /// request path does not hash a label set.
@@ -196,6 +198,7 @@ impl Activator {
                 in_flight: AtomicU32::new(0),
                 held: AtomicU32::new(0),
                 last_request_ms: AtomicU64::new(0),
+                retired: AtomicBool::new(false),
                 released: Notify::new(),
                 integration: self.metrics.integration_duration.get_or_create_owned(
                     &super::metrics::FunctionLabels {
@@ -222,7 +225,12 @@ impl Activator {
         self.loads
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, load| keep(k) || load.in_flight() > 0 || load.held() > 0);
+            .retain(|k, load| {
+                let kept = keep(k) || load.in_flight() > 0 || load.held() > 0;
+                // A routing table still in use may hold it: it must not be used from there.
+                load.retired.store(!kept, Ordering::Relaxed);
+                kept
+            });
     }
 
     /// Time since the last request to a function, if any came.
@@ -246,7 +254,12 @@ impl Activator {
         slot: &LoadSlot,
     ) -> Result<Arc<FunctionLoad>, GatewayError> {
         if let Some(load) = slot.0.get() {
-            return Ok(Arc::clone(load));
+            if !load.retired.load(Ordering::Relaxed) {
+                return Ok(Arc::clone(load));
+            }
+            // Forgotten since (its function left the configuration and came back): the
+            // current counters are the activator's, which the scaler reads.
+            return self.load(key);
         }
         let load = self.load(key)?;
         let _ = slot.0.set(Arc::clone(&load));
@@ -365,5 +378,73 @@ impl Drop for HeldGuard<'_> {
         self.metrics.held_requests.get_or_create(self.labels).dec();
         // A slot freed while we held may be meant for another waiter.
         self.load.released.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    /// One ready instance per function, always.
+    struct OneInstance(watch::Sender<ReadyInstances>);
+
+    impl Backend for OneInstance {
+        fn scale(&self, _: &FunctionKey, _: u32) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn ready_instances(
+            &self,
+            _: &FunctionKey,
+        ) -> Result<watch::Receiver<ReadyInstances>, BackendError> {
+            Ok(self.0.subscribe())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_table_entry_does_not_use_counters_the_activator_has_forgotten() {
+        let instance = Instance {
+            id: "i-1".into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            concurrency: 4,
+        };
+        let (ready, _) = watch::channel(ReadyInstances::from(vec![instance]));
+        let (demand, _demand_rx) = mpsc::unbounded_channel();
+        let activator = Activator::new(
+            Arc::new(OneInstance(ready)),
+            10,
+            demand,
+            Arc::new(GatewayMetrics::new()),
+        );
+        let key = FunctionKey::new("default", "f");
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+
+        // An old table's entry caches the counters on its first request.
+        let old_entry = LoadSlot::default();
+        drop(
+            activator
+                .acquire(&key, &old_entry, deadline)
+                .await
+                .expect("lease"),
+        );
+        // The function leaves the configuration, and its counters are forgotten...
+        activator.retain(|_| false);
+        assert!(activator.loads().is_empty());
+        // ...then comes back: the activator's counters are new ones.
+        let lease = activator
+            .acquire(&key, &LoadSlot::default(), deadline)
+            .await;
+        let current = activator.loads();
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].in_flight(), 1);
+        drop(lease);
+        // A request still on the old table counts where the scaler looks.
+        let held = activator
+            .acquire(&key, &old_entry, deadline)
+            .await
+            .expect("lease");
+        assert_eq!(current[0].in_flight(), 1);
+        drop(held);
+        assert_eq!(current[0].in_flight(), 0);
     }
 }

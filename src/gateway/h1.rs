@@ -82,8 +82,9 @@ pub struct Conn {
     out: BytesMut,
 }
 
-/// An encoding buffer up to this size is kept for the connection's next request.
-const KEEP_OUT: usize = 4 * 1024;
+/// An encoding buffer up to this size is kept for the connection's next request (a usual
+/// head; an idle connection holds no more than this of its last request).
+const KEEP_OUT: usize = 1024;
 
 impl Conn {
     pub fn new(io: TcpStream) -> Self {
@@ -455,6 +456,7 @@ pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &m
         .then(|| parts.headers.get(header::CONNECTION))
         .flatten()
         .and_then(|v| v.to_str().ok());
+    let mut wrote_length = false;
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
             continue; // the framing is this connection's, written below
@@ -465,20 +467,27 @@ pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &m
         if edit.replace.iter().any(|(replaced, _)| replaced == name) {
             continue;
         }
+        // Content-Length and Host are not the client's to drop by naming them in Connection:
+        // a body without its length would be read as the next request (request smuggling),
+        // and HTTP/1.1 requires a Host.
         if let Some(listed) = connection_listed
+            && name != header::CONTENT_LENGTH
+            && name != header::HOST
             && listed
                 .split(',')
                 .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
         {
             continue;
         }
+        wrote_length |= name == header::CONTENT_LENGTH;
         write_header(name, value, out);
     }
     for (name, value) in edit.replace {
         write_header(name, value, out);
     }
     match framing {
-        Framing::Length(n) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {
+        // The body's length goes out whenever it was not written above, whatever the reason.
+        Framing::Length(n) if !wrote_length => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");

@@ -16,9 +16,6 @@ use super::h1::{
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// Nor have more header lines than this.
 pub const MAX_REQUEST_HEADERS: usize = 100;
-/// Headers the gateway may add to a request before it forwards it (`X-Forwarded-For`, `-Proto`,
-/// `-Host`, `X-Request-Id`, `Host`).
-const ADDED_HEADERS: usize = 5;
 
 /// Why a request's head was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,9 +107,9 @@ impl RawHead {
             Method::from_bytes(&bytes[self.method]).map_err(|_| malformed("bad method"))?;
         let uri = Uri::from_maybe_shared(bytes.slice(self.target))
             .map_err(|_| malformed("bad request target"))?;
-        // Room for the headers the gateway adds (`X-Forwarded-*`, the request id): growing a
-        // map rehashes it, which a proxied request would otherwise pay every time.
-        let mut map = HeaderMap::with_capacity(self.headers.len() + ADDED_HEADERS);
+        // Exactly as large as needed: the gateway adds its headers while encoding the
+        // instance's request (`h1::HeadEdit`), not to this map.
+        let mut map = HeaderMap::with_capacity(self.headers.len());
         let mut seen = FramingHeaders::default();
         for (name, value) in self.headers {
             let name =

@@ -63,6 +63,31 @@ fn an_edited_head_leaves_out_hop_by_hop_and_replaced_headers_and_adds_the_new_on
 }
 
 #[test]
+fn naming_content_length_or_host_in_connection_does_not_drop_them() {
+    // A body sent without its length would be read by the instance as the next request.
+    let request = parts(
+        Method::POST,
+        "/p",
+        &[
+            ("host", "api.example.com"),
+            ("connection", "content-length, host, x-private"),
+            ("content-length", "4"),
+            ("x-private", "secret"),
+        ],
+    );
+    let edit = HeadEdit {
+        strip_hop_by_hop: true,
+        ..HeadEdit::default()
+    };
+    let mut out = BytesMut::new();
+    encode_head(&request, &edit, Framing::Length(4), &mut out);
+    assert_eq!(
+        String::from_utf8(out.to_vec()).expect("utf-8"),
+        "POST /p HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 4\r\n\r\n"
+    );
+}
+
+#[test]
 fn a_head_is_the_request_line_the_headers_and_the_framing() {
     let get = parts(Method::GET, "/a/b?x=1", &[("host", "fn"), ("x-multi", "1")]);
     assert_eq!(

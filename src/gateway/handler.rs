@@ -200,11 +200,7 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let started = Instant::now();
-        let request_time = WallTime::default();
-        if self.access_log.enabled() {
-            // The log shows when the request came, not when its line is written.
-            request_time.get();
-        }
+        let request_time = WallTime::new(started);
         let request_id = new_request_id();
         // What only the access log needs is copied only when it is on.
         let logged = self.access_log.enabled().then(|| {
@@ -494,14 +490,31 @@ struct RequestClock<'a> {
     request_time: &'a WallTime,
 }
 
-/// A request's wall-clock time, read when first asked for: a proxied request with the access
-/// log off never asks, and the clock read is a visible share of its CPU.
-#[derive(Default)]
-pub(super) struct WallTime(std::sync::OnceLock<chrono::DateTime<chrono::Utc>>);
+/// A request's wall-clock time of arrival, worked out when first asked for from the monotonic
+/// instant it arrived at: a proxied request with the access log off never asks, and a clock
+/// read is a visible share of its CPU; an event built later (after an authorizer, a slow body)
+/// still shows the time the request came.
+pub(super) struct WallTime {
+    arrived: Instant,
+    at: std::sync::OnceLock<chrono::DateTime<chrono::Utc>>,
+}
 
 impl WallTime {
+    pub fn new(arrived: Instant) -> Self {
+        Self {
+            arrived,
+            at: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn get(&self) -> chrono::DateTime<chrono::Utc> {
-        *self.0.get_or_init(chrono::Utc::now)
+        *self.at.get_or_init(|| {
+            let now = chrono::Utc::now();
+            chrono::Duration::from_std(self.arrived.elapsed())
+                .ok()
+                .and_then(|since| now.checked_sub_signed(since))
+                .unwrap_or(now)
+        })
     }
 }
 
@@ -524,5 +537,27 @@ pub(super) fn version_name(version: http::Version) -> &'static str {
         http::Version::HTTP_2 => "HTTP/2.0",
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_time_asked_for_late_is_still_the_time_of_arrival() {
+        let Some(arrived) = Instant::now().checked_sub(Duration::from_secs(2)) else {
+            return; // a monotonic clock younger than 2 s: nothing to go back to
+        };
+        let time = WallTime::new(arrived);
+        let expected = chrono::Utc::now() - chrono::Duration::seconds(2);
+        let shown = time.get();
+        assert!(
+            (shown - expected).num_milliseconds().abs() < 200,
+            "shown {shown}, expected about {expected}"
+        );
+        // Asked again, the same time.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(time.get(), shown);
     }
 }
