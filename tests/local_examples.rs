@@ -199,3 +199,37 @@ async fn closing_stdin_stops_kfaas_local_and_its_instances() {
         }
     }
 }
+
+/// A client cannot drop its body's length, or its Host, by naming them in its Connection
+/// header: the instance would read the body as a request of its own (request smuggling).
+#[tokio::test]
+async fn connection_cannot_name_the_body_length_or_the_host_away() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = LocalServer::start(&repo().join("examples/echo-http"), &["--no-access-log"]);
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /first HTTP/1.1\r\nHost: api.example\r\nConnection: content-length, host, close\r\n\
+         Content-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered in time")
+    .expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/first");
+    assert_eq!(body["body"], smuggled, "the body arrives as the body");
+    assert_eq!(body["headers"]["host"], "api.example");
+}
