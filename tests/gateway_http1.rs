@@ -118,6 +118,19 @@ fn closed(reader: &mut BufReader<TcpStream>) -> bool {
     matches!(reader.read_to_end(&mut rest), Ok(0))
 }
 
+/// The connection goes on: another request on it is answered (by the echo route, `id`).
+fn assert_serves_the_next_request(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    id: &str,
+) {
+    stream
+        .write_all(get(&format!("/test/echo/{id}")).as_bytes())
+        .expect("write");
+    let next = read_answer(reader, false);
+    assert_eq!(next.json()["event"]["pathParameters"]["id"], id);
+}
+
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
 }
@@ -172,11 +185,7 @@ fn a_chunked_request_body_arrives_whole_and_the_connection_goes_on() {
     let answer = read_answer(&mut reader, false);
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["event"]["body"], "hello");
-    stream
-        .write_all(get("/test/echo/7").as_bytes())
-        .expect("write");
-    let next = read_answer(&mut reader, false);
-    assert_eq!(next.json()["event"]["pathParameters"]["id"], "7");
+    assert_serves_the_next_request(&mut stream, &mut reader, "7");
 }
 
 #[test]
@@ -294,11 +303,7 @@ fn an_unread_body_already_received_leaves_the_connection_open() {
     let answer = read_answer(&mut reader, false);
     assert_eq!(answer.status, 404);
     assert_eq!(answer.header("connection"), None);
-    stream
-        .write_all(get("/test/echo/4").as_bytes())
-        .expect("write");
-    let next = read_answer(&mut reader, false);
-    assert_eq!(next.json()["event"]["pathParameters"]["id"], "4");
+    assert_serves_the_next_request(&mut stream, &mut reader, "4");
 }
 
 #[test]
@@ -338,11 +343,7 @@ fn a_function_answering_with_a_1xx_status_gets_502() {
         (answer.status, answer.json()),
         (502, serde_json::json!({"message": "Internal server error"}))
     );
-    stream
-        .write_all(get("/test/echo/5").as_bytes())
-        .expect("write");
-    let next = read_answer(&mut reader, false);
-    assert_eq!(next.json()["event"]["pathParameters"]["id"], "5");
+    assert_serves_the_next_request(&mut stream, &mut reader, "5");
 }
 
 #[tokio::test]
