@@ -294,11 +294,7 @@ fn forwarded_headers(
     };
     let host = match headers.get(header::HOST) {
         Some(host) => (X_FORWARDED_HOST, host.clone()),
-        None => (
-            header::HOST,
-            HeaderValue::try_from(instance.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-        ),
+        None => (header::HOST, super::invoke::host_value(instance)),
     };
     [
         (X_FORWARDED_FOR, forwarded_for),

@@ -85,7 +85,7 @@ impl Invoker {
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(event))
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
-        set_host(request.headers_mut(), addr);
+        request.headers_mut().insert(header::HOST, host_value(addr));
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
         let (parts, body) = request.into_parts();
         let response = self
@@ -144,13 +144,11 @@ fn failure_kind(headers: &HeaderMap) -> Option<String> {
         .map(|_| "function".to_owned())
 }
 
-/// HTTP/1.1 requires a Host header; the client's own is kept when it sent one.
-fn set_host(headers: &mut HeaderMap, addr: SocketAddr) {
-    if !headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::try_from(addr.to_string())
-    {
-        headers.insert(header::HOST, host);
-    }
+/// The Host header of a request to an instance that has no other (HTTP/1.1 requires one).
+pub(super) fn host_value(addr: SocketAddr) -> HeaderValue {
+    // An address is always a valid header value.
+    HeaderValue::try_from(addr.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
 /// An empty body; a `Body` made of it allocates nothing (its parts have no size).
