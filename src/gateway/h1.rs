@@ -451,11 +451,8 @@ pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &m
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection_listed = edit
-        .strip_hop_by_hop
-        .then(|| parts.headers.get(header::CONNECTION))
-        .flatten()
-        .and_then(|v| v.to_str().ok());
+    // Every Connection line names options to leave out (one look-up, however many lines).
+    let connection = parts.headers.get_all(header::CONNECTION);
     let mut wrote_length = false;
     for (name, value) in &parts.headers {
         if name == header::TRANSFER_ENCODING {
@@ -470,12 +467,10 @@ pub fn encode_head(parts: &Parts, edit: &HeadEdit<'_>, framing: Framing, out: &m
         // Content-Length and Host are not the client's to drop by naming them in Connection:
         // a body without its length would be read as the next request (request smuggling),
         // and HTTP/1.1 requires a Host.
-        if let Some(listed) = connection_listed
+        if edit.strip_hop_by_hop
             && name != header::CONTENT_LENGTH
             && name != header::HOST
-            && listed
-                .split(',')
-                .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+            && connection.iter().any(|v| lists_token(v, name.as_str()))
         {
             continue;
         }
@@ -692,10 +687,14 @@ pub(super) fn content_length(map: &HeaderMap) -> Option<u64> {
 
 /// Whether a comma-separated header (`Connection`, say) lists `token`, in any of its lines.
 pub(super) fn has_token(map: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    map.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    map.get_all(name).iter().any(|v| lists_token(v, token))
+}
+
+/// Whether one line of a comma-separated header lists `token` (case aside).
+pub(super) fn lists_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// How the rest of an answer's body is read.

@@ -87,9 +87,7 @@ pub fn encode_response_head(
     let mut has_date = false;
     for (name, value) in &parts.headers {
         if name == header::CONNECTION {
-            keep_alive &= !value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            keep_alive &= !super::h1::lists_token(value, "close");
             continue;
         }
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
