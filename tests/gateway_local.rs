@@ -78,6 +78,49 @@ async fn hello_example_answers_through_the_gateway() {
     });
 }
 
+fn request_id_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("apigw-requestid")
+        .and_then(|v| v.to_str().ok())
+        .expect("apigw-requestid header")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_stage_can_turn_its_access_log_off() {
+    let server = fixture();
+    let client = reqwest::Client::new();
+    let quiet = client
+        .get(server.url("/quiet/echo/1"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(quiet.status(), 200);
+    let quiet_id = request_id_of(&quiet);
+    let logged = client
+        .get(server.url("/test/echo/2"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(logged.status(), 200);
+    let logged_id = request_id_of(&logged);
+
+    let is_access_line = |l: &str, id: &str| l.contains(id) && l.contains("\"routeKey\"");
+    server.wait_for_line(Duration::from_secs(5), |l| is_access_line(l, &logged_id));
+    // Lines are written in batches a few milliseconds apart; give a stray one time to show.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stray: Vec<String> = server
+        .lines()
+        .into_iter()
+        .filter(|l| is_access_line(l, &quiet_id))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "the quiet stage's request was logged: {stray:?}"
+    );
+}
+
 #[tokio::test]
 async fn payload_2_0_event_carries_the_request() {
     let server = fixture();

@@ -2,8 +2,10 @@
 //! written by a background thread so the request path never waits on the terminal or a pipe.
 
 use std::{
+    cell::RefCell,
     io::Write,
-    sync::mpsc::{self, Receiver, SyncSender, TrySendError},
+    net::IpAddr,
+    sync::{Arc, Condvar, Mutex},
 };
 
 use serde::Serialize;
@@ -16,8 +18,9 @@ const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 #[serde(rename_all = "camelCase")]
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
-    pub ip: String,
-    pub request_time: String,
+    pub ip: IpAddr,
+    #[serde(serialize_with = "serialize_request_time")]
+    pub request_time: chrono::DateTime<chrono::Utc>,
     pub http_method: &'a str,
     pub path: &'a str,
     pub route_key: &'a str,
@@ -48,20 +51,64 @@ pub struct AccessRecord<'a> {
     pub error_message: Option<String>,
 }
 
+/// Lines waiting for the writer; beyond this many bytes new lines are dropped (and counted)
+/// rather than let memory grow while the output is stuck.
+const MAX_PENDING: usize = 8 << 20;
+
+/// A line's buffer is kept for the next line unless one line made it this large.
+const KEEP_LINE: usize = 16 * 1024;
+
 /// Where access-log lines go.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<Vec<u8>>>,
+    to_writer: Option<Arc<ToWriter>>,
+}
+
+/// The lines the serving threads append to and the writer takes away in batches: one lock per
+/// line, no allocation, and one wake-up of the writer per batch at most.
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    dropped: u64,
+    /// The writer sleeps until lines come (the next line wakes it).
+    writer_waiting: bool,
+    /// Every `AccessLog` is gone: the writer writes what is left and ends.
+    closed: bool,
+}
+
+/// Held by every clone of an `AccessLog`; when the last goes, the writer is told to finish.
+struct ToWriter {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ToWriter {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            pending.closed = true;
+        }
+        self.shared.wake.notify_one();
+    }
 }
 
 impl AccessLog {
     /// Lines are written to `out` (stdout in production) by a background thread.
     pub fn spawn(out: Box<dyn Write + Send>) -> Self {
-        let (tx, rx) = mpsc::sync_channel(16 * 1024);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+        });
+        let for_writer = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("kfaas-access-log".into())
-            .spawn(move || write_lines(rx, out))
-            .map(|_| Self { tx: Some(tx) })
+            .spawn(move || write_lines(&for_writer, out))
+            .map(|_| Self {
+                to_writer: Some(Arc::new(ToWriter { shared })),
+            })
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot start the access-log writer; access logs are off");
                 Self::disabled()
@@ -69,37 +116,230 @@ impl AccessLog {
     }
 
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self { to_writer: None }
     }
 
     /// Whether lines are written at all (records need not be built otherwise).
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.to_writer.is_some()
     }
 
     pub fn log(&self, record: &AccessRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
-        let Ok(mut line) = serde_json::to_vec(record) else {
+        thread_local! {
+            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let Some(to_writer) = &self.to_writer else {
             return;
         };
-        line.push(b'\n');
-        // A full queue drops the line rather than slowing requests down.
-        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
-            tracing::warn!("access log queue full; a line was dropped");
-        }
+        let shared = &to_writer.shared;
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, record).is_err() {
+                return;
+            }
+            line.push(b'\n');
+            if let Ok(mut pending) = shared.pending.lock() {
+                if pending.lines.len() + line.len() > MAX_PENDING {
+                    pending.dropped += 1;
+                } else {
+                    pending.lines.extend_from_slice(line);
+                    if std::mem::take(&mut pending.writer_waiting) {
+                        drop(pending);
+                        shared.wake.notify_one();
+                    }
+                }
+            }
+            if line.capacity() > KEEP_LINE {
+                *line = Vec::new();
+            }
+        });
     }
 }
 
-fn write_lines(rx: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(&line);
+fn write_lines(shared: &Shared, out: Box<dyn Write + Send>) {
+    let mut out = out;
+    let mut batch = Vec::new();
+    loop {
+        let (dropped, closed) = {
+            let Ok(mut pending) = shared.pending.lock() else {
+                return;
+            };
+            while pending.lines.is_empty() && !pending.closed {
+                pending.writer_waiting = true;
+                pending = match shared.wake.wait(pending) {
+                    Ok(pending) => pending,
+                    Err(_) => return,
+                };
+            }
+            std::mem::swap(&mut pending.lines, &mut batch);
+            (std::mem::take(&mut pending.dropped), pending.closed)
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "the access log could not keep up; lines were dropped"
+            );
+        }
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        if closed {
+            return;
+        }
+        if batch.capacity() > MAX_PENDING / 8 {
+            batch = Vec::new();
+        } else {
+            batch.clear();
+        }
         // Let lines gather for a moment: one wake-up and one write per batch, not per request
         // (waking this thread per line cost as much CPU as the rest of the gateway).
         std::thread::sleep(BATCH_WINDOW);
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(&line);
+    }
+}
+
+/// API Gateway's `requestTime` (`25/Nov/2026:21:10:00 +0000`), formatted once a second per
+/// thread: the format is parsed each time it is used.
+fn serialize_request_time<S: serde::Serializer>(
+    at: &chrono::DateTime<chrono::Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with_borrow_mut(|(second, text)| {
+        if *second != at.timestamp() {
+            *second = at.timestamp();
+            *text = at.format("%d/%b/%Y:%H:%M:%S %z").to_string();
         }
-        let _ = out.flush();
+        serializer.serialize_str(text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what the writer writes.
+    #[derive(Clone, Default)]
+    struct Collected(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Collected {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(request_id: &str, at: chrono::DateTime<chrono::Utc>) -> AccessRecord<'_> {
+        AccessRecord {
+            request_id,
+            ip: "192.0.2.7".parse().expect("address"),
+            request_time: at,
+            http_method: "GET",
+            path: "/hello",
+            route_key: "GET /hello",
+            stage: "prod",
+            api: "shop",
+            status: 200,
+            protocol: "HTTP/1.1",
+            response_length: 5,
+            response_latency: 1.25,
+            integration_latency: None,
+            function: Some("hello"),
+            user_agent: None,
+            api_key_id: None,
+            cold_start: false,
+            error: None,
+            error_message: None,
+        }
+    }
+
+    fn lines(collected: &Collected, want: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+            if lines.len() >= want || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_whole_and_in_order_from_several_threads() {
+        let collected = Collected::default();
+        let log = AccessLog::spawn(Box::new(collected.clone()));
+        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for n in 0..500 {
+                        log.log(&record(&format!("{t}-{n}"), at));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let lines = lines(&collected, 1000);
+        assert_eq!(lines.len(), 1000);
+        for t in 0..2 {
+            let ids: Vec<&str> = lines
+                .iter()
+                .filter_map(|l| l["requestId"].as_str())
+                .filter(|id| id.starts_with(&format!("{t}-")))
+                .collect();
+            let expected: Vec<String> = (0..500).map(|n| format!("{t}-{n}")).collect();
+            assert_eq!(ids, expected, "thread {t}'s lines, in order");
+        }
+        assert_eq!(lines[0]["ip"], "192.0.2.7");
+        assert_eq!(lines[0]["requestTime"], "25/Nov/2025:21:00:00 +0000");
+        assert_eq!(lines[0]["routeKey"], "GET /hello");
+    }
+
+    #[test]
+    fn the_request_time_follows_the_second_it_is_given() {
+        let collected = Collected::default();
+        let log = AccessLog::spawn(Box::new(collected.clone()));
+        let first = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        log.log(&record("a", first));
+        log.log(&record("b", first + chrono::Duration::seconds(1)));
+        log.log(&record("c", first + chrono::Duration::days(1)));
+        let lines = lines(&collected, 3);
+        let times: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l["requestTime"].as_str())
+            .collect();
+        assert_eq!(
+            times,
+            [
+                "25/Nov/2025:21:00:00 +0000",
+                "25/Nov/2025:21:00:01 +0000",
+                "26/Nov/2025:21:00:00 +0000"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_writer_writes_what_is_left_when_the_last_log_goes() {
+        let collected = Collected::default();
+        let log = AccessLog::spawn(Box::new(collected.clone()));
+        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        for n in 0..10 {
+            log.log(&record(&n.to_string(), at));
+        }
+        drop(log);
+        assert_eq!(lines(&collected, 10).len(), 10);
     }
 }

@@ -202,19 +202,6 @@ impl Gateway {
         let started = Instant::now();
         let request_time = WallTime::new(started);
         let request_id = new_request_id();
-        // What only the access log needs is copied only when it is on.
-        let logged = self.access_log.enabled().then(|| {
-            let user_agent = parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            (
-                parts.method.clone(),
-                parts.uri.path().to_owned(),
-                user_agent,
-            )
-        });
         let origin = parts.headers.get(header::ORIGIN).cloned();
         let protocol = version_name(parts.version);
         let mut trace = Trace::default();
@@ -264,22 +251,21 @@ impl Gateway {
                 .observe(status, elapsed.as_secs_f64()),
             None => self.unrouted.observe(status, elapsed.as_secs_f64()),
         }
-        let Some((method, path, user_agent)) = logged else {
+        // A stage may turn its lines off; a request no stage took is logged by the gateway's
+        // setting alone.
+        if !self.access_log.enabled() || trace.route.as_ref().is_some_and(|r| !r.access_log) {
             response.headers_mut().insert(APIGW_REQUEST_ID, request_id);
             return response;
-        };
+        }
         let response_length = http_body::Body::size_hint(response.body())
             .exact()
             .unwrap_or(0);
         self.access_log.log(&AccessRecord {
             request_id: request_id.to_str().unwrap_or_default(),
-            ip: trace.source_ip.unwrap_or(peer.ip()).to_string(),
-            request_time: request_time
-                .get()
-                .format("%d/%b/%Y:%H:%M:%S %z")
-                .to_string(),
-            http_method: method.as_str(),
-            path: &path,
+            ip: trace.source_ip.unwrap_or(peer.ip()),
+            request_time: request_time.get(),
+            http_method: parts.method.as_str(),
+            path: parts.uri.path(),
             route_key,
             stage,
             api,
@@ -289,7 +275,10 @@ impl Gateway {
             response_latency: round_ms(elapsed),
             integration_latency: trace.integration.map(round_ms),
             function: trace.function.as_ref().map(|f| f.key.name.as_str()),
-            user_agent: user_agent.as_deref(),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
             api_key_id: trace.api_key_id.as_deref(),
             cold_start: trace.cold,
             error: error.as_ref().map(GatewayError::category),

@@ -58,6 +58,8 @@ pub struct RouteEntry {
     pub authorizer_function: Option<FunctionKey>,
     /// Metric handles, filled on the route's first request.
     pub metrics: std::sync::OnceLock<crate::gateway::metrics::RouteMetrics>,
+    /// The stage's `accessLog.enabled`: its requests get access-log lines.
+    pub access_log: bool,
 }
 
 /// A canary of a stage.
@@ -405,6 +407,7 @@ fn build_stage(
             policies,
             authorizer_function,
             metrics: std::sync::OnceLock::new(),
+            access_log: stage.spec.access_log.enabled,
         });
         let mut slots: Vec<usize> = Vec::new();
         for method in &methods {
