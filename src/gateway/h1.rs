@@ -10,7 +10,6 @@
 
 use std::{
     io,
-    ops::Range,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -549,7 +548,7 @@ impl FramingHeaders {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    headers: Vec<(Range<usize>, Range<usize>)>,
+    headers: super::spare::HeaderRanges,
 }
 
 /// Parses an answer's head from the start of `buf`: the head and its length, or `None` when
@@ -575,11 +574,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let headers = response
-        .headers
-        .iter()
-        .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-        .collect();
+    let mut headers = super::spare::header_ranges();
+    headers.extend(
+        response
+            .headers
+            .iter()
+            .map(|h| (offset(h.name.as_bytes()), offset(h.value))),
+    );
     Ok(Some((
         Head {
             status,
@@ -600,9 +601,10 @@ impl Head {
     ) -> Result<(Response<()>, Decoder, bool), ExchangeError> {
         // Room for the header the gateway adds to every answer, so that adding it does not
         // rehash the map.
-        let mut map = HeaderMap::with_capacity(self.headers.len() + ADDED_HEADERS);
+        let mut map = super::spare::header_map(self.headers.len() + ADDED_HEADERS);
         let mut seen = FramingHeaders::default();
-        for (name, value) in self.headers {
+        let mut ranges = self.headers;
+        for (name, value) in ranges.drain(..) {
             let name = HeaderName::from_bytes(&bytes[name])
                 .map_err(|_| ExchangeError::Malformed("bad header name".into()))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value))
@@ -610,6 +612,7 @@ impl Head {
             seen.note(&name);
             map.append(name, value);
         }
+        super::spare::keep_header_ranges(ranges);
         let says = |token| seen.connection && has_token(&map, header::CONNECTION, token);
         let mut keep_alive = match self.version {
             Version::HTTP_10 => says("keep-alive"),

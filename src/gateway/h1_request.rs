@@ -34,7 +34,7 @@ pub struct RawHead {
     method: Range<usize>,
     target: Range<usize>,
     version: Version,
-    headers: Vec<(Range<usize>, Range<usize>)>,
+    headers: super::spare::HeaderRanges,
 }
 
 /// A request's head, ready for the handler.
@@ -82,11 +82,13 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, HeadEr
     } else {
         Version::HTTP_11
     };
-    let headers = request
-        .headers
-        .iter()
-        .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
-        .collect();
+    let mut headers = super::spare::header_ranges();
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|h| (offset(h.name.as_bytes()), offset(h.value))),
+    );
     Ok(Some((
         RawHead {
             method: offset(method.as_bytes()),
@@ -109,9 +111,10 @@ impl RawHead {
             .map_err(|_| malformed("bad request target"))?;
         // Exactly as large as needed: the gateway adds its headers while encoding the
         // instance's request (`h1::HeadEdit`), not to this map.
-        let mut map = HeaderMap::with_capacity(self.headers.len());
+        let mut map = super::spare::header_map(self.headers.len());
         let mut seen = FramingHeaders::default();
-        for (name, value) in self.headers {
+        let mut ranges = self.headers;
+        for (name, value) in ranges.drain(..) {
             let name =
                 HeaderName::from_bytes(&bytes[name]).map_err(|_| malformed("bad header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(value))
@@ -119,6 +122,7 @@ impl RawHead {
             seen.note(&name);
             map.append(name, value);
         }
+        super::spare::keep_header_ranges(ranges);
         let says = |token| seen.connection && has_token(&map, header::CONNECTION, token);
         let close = says("close");
         let keep_alive = match self.version {

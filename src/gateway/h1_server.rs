@@ -277,8 +277,9 @@ impl Connection {
                     RequestBody::Empty
                 }
             };
-            let parts = head.parts;
+            let mut parts = head.parts;
             let response = gateway.handle(&parts, body, self.peer).await;
+            super::spare::keep_header_map(std::mem::take(&mut parts.headers));
             if let Some(read_back) = read_back {
                 // Only a body read to its end leaves the connection fit for another request;
                 // otherwise the rest of it may still be on the way, and the connection closes
@@ -365,7 +366,7 @@ impl Connection {
         head_request: bool,
         mut keep_alive: bool,
     ) -> io::Result<bool> {
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         let framing = response_framing(
             parts.status,
             &parts.headers,
@@ -381,6 +382,7 @@ impl Connection {
         self.out.clear();
         let keep_alive =
             encode_response_head(&parts, framing, keep_alive, request_version, &mut self.out);
+        super::spare::keep_header_map(std::mem::take(&mut parts.headers));
         if head_request || framing == ResponseFraming::NoBody {
             write_all(&self.writer, &mut self.out).await?;
             return Ok(keep_alive);

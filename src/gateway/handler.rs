@@ -3,6 +3,7 @@
 //! mapping, then CORS headers, one access-log line and the metrics.
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -10,6 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, header, request::Parts};
 use tokio::sync::mpsc;
 
@@ -508,14 +510,28 @@ impl WallTime {
 }
 
 /// A new request id (a UUID v4), made once as the header value it travels in: in the answer,
-/// to `http` functions (`X-Request-Id`) and to the runtime.
+/// to `http` functions (`X-Request-Id`) and to the runtime. The ids of a thread are cut from one
+/// shared buffer, so making one allocates nothing and copying it only counts a reference.
 fn new_request_id() -> HeaderValue {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    const ID: usize = uuid::fmt::Hyphenated::LENGTH;
+    thread_local! {
+        static IDS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    let mut text = [0u8; ID];
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let id = IDS
+        .try_with(|ids| {
+            let mut ids = ids.borrow_mut();
+            if ids.capacity() < ID {
+                *ids = BytesMut::with_capacity(ID * 64);
+            }
+            ids.extend_from_slice(text.as_bytes());
+            ids.split().freeze()
+        })
+        .unwrap_or_else(|_| Bytes::copy_from_slice(text.as_bytes()));
+    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Milliseconds with microsecond precision, as the access log shows them.
 fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod request_body;
 pub mod response;
 pub mod server;
+mod spare;
 pub mod table;
 mod upstream;
 
