@@ -381,10 +381,10 @@ spec:
 # ---------------------------------------------------------------------------------------------
 # 2. HTTP proxy throughput
 
-# Each proxy keeps as many idle connections to the backend as wrk opens to it at most: HAProxy
-# and kfaas do not limit them, and nginx's `keepalive` is the number it keeps per worker (at its
-# old setting of 64, wrk's 128 connections made nginx open and close upstream connections all the
-# time, and its req/s fell by a fifth).
+# Each proxy may keep up to 1,000 connections to the backend, more than wrk opens to it: HAProxy's
+# server `maxconn 1000`, the Function's `concurrency: 1000`, and nginx's `keepalive 1000` (the idle
+# connections it keeps per worker; at its old setting of 64, wrk's 128 connections made nginx open
+# and close upstream connections all the time, and its req/s fell by a fifth).
 
 
 HAPROXY_CFG = """\
@@ -921,6 +921,17 @@ def fmt_summary(results):
     return "\n".join(lines)
 
 
+def connection_counts(text):
+    """`--connections`: distinct positive counts, comma-separated."""
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
+    if any(c < 1 for c in counts) or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"counts must be positive and distinct: {text!r}")
+    return counts
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--kfaas", default=os.path.join(REPO, "target", "release", "kfaas"))
@@ -928,7 +939,7 @@ def main():
         BENCH_DIR, "backend", "target", "release", "kfaas-bench-backend"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
-    ap.add_argument("--connections", type=lambda v: [int(c) for c in v.split(",")],
+    ap.add_argument("--connections", type=connection_counts,
                     default=[32, 128],
                     help="wrk connections of the proxy benchmark, comma-separated; each is measured"
                          " in rounds of its own (default 32,128)")

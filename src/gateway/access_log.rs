@@ -5,13 +5,17 @@ use std::{
     cell::RefCell,
     io::Write,
     net::IpAddr,
-    sync::{Arc, Condvar, Mutex},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
 use serde::Serialize;
 
 /// How long the writer lets lines gather before writing them out.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+/// How long a stopping gateway waits for the access log's last lines to be written.
+pub const FINISH_WITHIN: Duration = Duration::from_secs(2);
 
 /// One request, as logged.
 #[derive(Debug, Serialize)]
@@ -69,6 +73,21 @@ pub struct AccessLog {
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Signalled when the writer has written everything and ended.
+    done: Condvar,
+}
+
+impl Shared {
+    /// The pending lines; a thread that panicked holding them left them whole (appending is
+    /// the only thing done under the lock), so a poisoned lock is used as it is.
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.pending().closed = true;
+        self.wake.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -77,8 +96,11 @@ struct Pending {
     dropped: u64,
     /// The writer sleeps until lines come (the next line wakes it).
     writer_waiting: bool,
-    /// Every `AccessLog` is gone: the writer writes what is left and ends.
+    /// Every `AccessLog` is gone, or the gateway is stopping: the writer writes what is left
+    /// and ends.
     closed: bool,
+    /// The writer has ended.
+    finished: bool,
 }
 
 /// Held by every clone of an `AccessLog`; when the last goes, the writer is told to finish.
@@ -88,10 +110,7 @@ struct ToWriter {
 
 impl Drop for ToWriter {
     fn drop(&mut self) {
-        if let Ok(mut pending) = self.shared.pending.lock() {
-            pending.closed = true;
-        }
-        self.shared.wake.notify_one();
+        self.shared.close();
     }
 }
 
@@ -101,6 +120,7 @@ impl AccessLog {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
+            done: Condvar::new(),
         });
         let for_writer = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -117,6 +137,20 @@ impl AccessLog {
 
     pub fn disabled() -> Self {
         Self { to_writer: None }
+    }
+
+    /// Writes out the lines logged so far and stops the writer, waiting for it at most
+    /// `within`: called when the gateway stops, so the last requests' lines are not lost with
+    /// the process. Lines logged after this are not written.
+    pub fn finish(&self, within: Duration) {
+        let Some(to_writer) = &self.to_writer else {
+            return;
+        };
+        let shared = &to_writer.shared;
+        shared.close();
+        let _ = shared
+            .done
+            .wait_timeout_while(shared.pending(), within, |pending| !pending.finished);
     }
 
     /// Whether lines are written at all (records need not be built otherwise).
@@ -138,15 +172,14 @@ impl AccessLog {
                 return;
             }
             line.push(b'\n');
-            if let Ok(mut pending) = shared.pending.lock() {
-                if pending.lines.len() + line.len() > MAX_PENDING {
-                    pending.dropped += 1;
-                } else {
-                    pending.lines.extend_from_slice(line);
-                    if std::mem::take(&mut pending.writer_waiting) {
-                        drop(pending);
-                        shared.wake.notify_one();
-                    }
+            let mut pending = shared.pending();
+            if pending.lines.len() + line.len() > MAX_PENDING {
+                pending.dropped += 1;
+            } else {
+                pending.lines.extend_from_slice(line);
+                if std::mem::take(&mut pending.writer_waiting) {
+                    drop(pending);
+                    shared.wake.notify_one();
                 }
             }
             if line.capacity() > KEEP_LINE {
@@ -161,15 +194,13 @@ fn write_lines(shared: &Shared, out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
     loop {
         let (dropped, closed) = {
-            let Ok(mut pending) = shared.pending.lock() else {
-                return;
-            };
+            let mut pending = shared.pending();
             while pending.lines.is_empty() && !pending.closed {
                 pending.writer_waiting = true;
-                pending = match shared.wake.wait(pending) {
-                    Ok(pending) => pending,
-                    Err(_) => return,
-                };
+                pending = shared
+                    .wake
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             std::mem::swap(&mut pending.lines, &mut batch);
             (std::mem::take(&mut pending.dropped), pending.closed)
@@ -183,6 +214,8 @@ fn write_lines(shared: &Shared, out: Box<dyn Write + Send>) {
         let _ = out.write_all(&batch);
         let _ = out.flush();
         if closed {
+            shared.pending().finished = true;
+            shared.done.notify_all();
             return;
         }
         if batch.capacity() > MAX_PENDING / 8 {
@@ -260,7 +293,7 @@ mod tests {
     }
 
     fn lines(collected: &Collected, want: usize) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
             let lines: Vec<serde_json::Value> = text
@@ -270,7 +303,7 @@ mod tests {
             if lines.len() >= want || std::time::Instant::now() > deadline {
                 return lines;
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -332,14 +365,42 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_writes_what_is_left_when_the_last_log_goes() {
+    fn finishing_writes_every_line_logged_before_it() {
         let collected = Collected::default();
         let log = AccessLog::spawn(Box::new(collected.clone()));
+        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        log.log(&record("first", at));
+        // The writer is now asleep between batches or waiting: either way the lines below are
+        // pending when `finish` is called, and must be written before it returns.
+        for n in 0..10 {
+            log.log(&record(&n.to_string(), at));
+        }
+        log.finish(Duration::from_secs(5));
+        let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 11, "{text}");
+        // After finishing, lines are no longer written (and logging does not block or panic).
+        log.log(&record("late", at));
+        std::thread::sleep(Duration::from_millis(50));
+        let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(!text.contains("late"));
+    }
+
+    #[test]
+    fn the_writer_ends_when_the_last_log_goes() {
+        let collected = Collected::default();
+        let log = AccessLog::spawn(Box::new(collected.clone()));
+        let shared = Arc::clone(&log.to_writer.as_ref().expect("enabled").shared);
         let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
         for n in 0..10 {
             log.log(&record(&n.to_string(), at));
         }
         drop(log);
+        let (pending, _) = shared
+            .done
+            .wait_timeout_while(shared.pending(), Duration::from_secs(5), |p| !p.finished)
+            .expect("lock");
+        assert!(pending.finished, "the writer ended");
+        drop(pending);
         assert_eq!(lines(&collected, 10).len(), 10);
     }
 }

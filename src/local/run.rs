@@ -223,6 +223,9 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     scaler.abort();
     admin_task.abort();
     instances.shutdown().await;
+    gateway
+        .access_log
+        .finish(crate::gateway::access_log::FINISH_WITHIN);
     Ok(())
 }
 

@@ -344,5 +344,8 @@ pub async fn run(
     for task in tasks {
         task.abort();
     }
+    gateway
+        .access_log
+        .finish(crate::gateway::access_log::FINISH_WITHIN);
     Ok(())
 }
