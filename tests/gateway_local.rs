@@ -28,13 +28,7 @@ async fn hello_example_answers_through_the_gateway() {
         .send()
         .await
         .expect("request");
-    let request_id = response
-        .headers()
-        .get("apigw-requestid")
-        .expect("apigw-requestid header")
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let request_id = request_id_of(&response);
     let (status, body) = json(response).await;
     assert_eq!(status, 200);
     assert_eq!(body["message"], "hello, kfaas");

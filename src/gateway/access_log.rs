@@ -255,6 +255,12 @@ mod tests {
     #[derive(Clone, Default)]
     struct Collected(Arc<Mutex<Vec<u8>>>);
 
+    impl Collected {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+        }
+    }
+
     impl Write for Collected {
         fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
             self.0
@@ -295,7 +301,7 @@ mod tests {
     fn lines(collected: &Collected, want: usize) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+            let text = collected.text();
             let lines: Vec<serde_json::Value> = text
                 .lines()
                 .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -376,12 +382,12 @@ mod tests {
             log.log(&record(&n.to_string(), at));
         }
         log.finish(Duration::from_secs(5));
-        let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = collected.text();
         assert_eq!(text.lines().count(), 11, "{text}");
         // After finishing, lines are no longer written (and logging does not block or panic).
         log.log(&record("late", at));
         std::thread::sleep(Duration::from_millis(50));
-        let text = String::from_utf8(collected.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = collected.text();
         assert!(!text.contains("late"));
     }
 

@@ -25,7 +25,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::invoke::{Body, BoxError};
+use super::{
+    invoke::{Body, BoxError},
+    spare::HeaderRanges,
+};
 
 /// An answer's head may not be longer than this.
 const MAX_HEAD: usize = 64 * 1024;
@@ -548,7 +551,7 @@ impl FramingHeaders {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
-    headers: super::spare::HeaderRanges,
+    headers: HeaderRanges,
 }
 
 /// Parses an answer's head from the start of `buf`: the head and its length, or `None` when
@@ -569,26 +572,31 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let mut headers = super::spare::header_ranges();
-    headers.extend(
-        response
-            .headers
-            .iter()
-            .map(|h| (offset(h.name.as_bytes()), offset(h.value))),
-    );
     Ok(Some((
         Head {
             status,
             version,
-            headers,
+            headers: header_ranges(buf, response.headers),
         },
         len,
     )))
+}
+
+/// Where `part`, a slice of `buf`, lies in it.
+pub(super) fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Where each parsed header's name and value lie in `buf`, in a reused list.
+pub(super) fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> HeaderRanges {
+    let mut ranges = super::spare::header_ranges();
+    ranges.extend(
+        headers
+            .iter()
+            .map(|h| (range_in(buf, h.name.as_bytes()), range_in(buf, h.value))),
+    );
+    ranges
 }
 
 impl Head {

@@ -7,8 +7,12 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 
-use super::h1::{
-    ChunkedDecoder, Decoder, FramingHeaders, content_length, ends_in_chunked, has_token,
+use super::{
+    h1::{
+        ChunkedDecoder, Decoder, FramingHeaders, content_length, ends_in_chunked, has_token,
+        header_ranges, range_in,
+    },
+    spare::HeaderRanges,
 };
 
 /// A request's head may not be longer than this (API Gateway's own limit, 10 KB, is the
@@ -34,7 +38,7 @@ pub struct RawHead {
     method: Range<usize>,
     target: Range<usize>,
     version: Version,
-    headers: super::spare::HeaderRanges,
+    headers: HeaderRanges,
 }
 
 /// A request's head, ready for the handler.
@@ -66,11 +70,6 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, HeadEr
     if len > MAX_REQUEST_HEAD {
         return Err(HeadError::TooLarge);
     }
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
     // A complete parse has all three.
     let (Some(method), Some(target), Some(version)) =
         (request.method, request.path, request.version)
@@ -82,19 +81,12 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RawHead, usize)>, HeadEr
     } else {
         Version::HTTP_11
     };
-    let mut headers = super::spare::header_ranges();
-    headers.extend(
-        request
-            .headers
-            .iter()
-            .map(|h| (offset(h.name.as_bytes()), offset(h.value))),
-    );
     Ok(Some((
         RawHead {
-            method: offset(method.as_bytes()),
-            target: offset(target.as_bytes()),
+            method: range_in(buf, method.as_bytes()),
+            target: range_in(buf, target.as_bytes()),
             version,
-            headers,
+            headers: header_ranges(buf, request.headers),
         },
         len,
     )))

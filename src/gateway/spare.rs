@@ -17,42 +17,48 @@ const KEEP: usize = 32;
 /// A map (or range list) that grew beyond this many headers is let go rather than kept.
 const KEEP_CAPACITY: usize = 64;
 
+type Pool<T> = std::thread::LocalKey<RefCell<Vec<T>>>;
+
 thread_local! {
-    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     static SPARE_RANGES: RefCell<Vec<HeaderRanges>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty range list, reused when one is spare.
-pub fn header_ranges() -> HeaderRanges {
-    SPARE_RANGES
-        .try_with(|spare| spare.borrow_mut().pop())
+/// A spare from `pool`, if it has one.
+fn reuse<T>(pool: &'static Pool<T>) -> Option<T> {
+    pool.try_with(|spare| spare.try_borrow_mut().ok()?.pop())
         .ok()
         .flatten()
-        .unwrap_or_default()
 }
 
-/// Keeps `ranges`' memory for a later `header_ranges` on this thread.
-pub fn keep_header_ranges(mut ranges: HeaderRanges) {
-    if ranges.capacity() == 0 || ranges.capacity() > KEEP_CAPACITY {
-        return;
-    }
-    ranges.clear();
-    let _ = SPARE_RANGES.try_with(|spare| {
+/// Puts `item` (already emptied) back into `pool` unless the pool is full. At thread exit the
+/// pool may be gone already; the item is simply dropped then.
+fn keep<T>(pool: &'static Pool<T>, item: T) {
+    let _ = pool.try_with(|spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
             && spare.len() < KEEP
         {
-            spare.push(ranges);
+            spare.push(item);
         }
     });
 }
 
+/// An empty range list, reused when one is spare.
+pub fn header_ranges() -> HeaderRanges {
+    reuse(&SPARE_RANGES).unwrap_or_default()
+}
+
+/// Keeps `ranges`' memory for a later `header_ranges` on this thread.
+pub fn keep_header_ranges(mut ranges: HeaderRanges) {
+    if (1..=KEEP_CAPACITY).contains(&ranges.capacity()) {
+        ranges.clear();
+        keep(&SPARE_RANGES, ranges);
+    }
+}
+
 /// An empty map with room for `capacity` headers, reused when one is spare.
 pub fn header_map(capacity: usize) -> HeaderMap {
-    let spare = SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten();
-    match spare {
+    match reuse(&SPARE_MAPS) {
         Some(mut map) => {
             map.reserve(capacity);
             map
@@ -63,18 +69,10 @@ pub fn header_map(capacity: usize) -> HeaderMap {
 
 /// Keeps `map`'s memory for a later `header_map` on this thread.
 pub fn keep_header_map(mut map: HeaderMap) {
-    if map.capacity() == 0 || map.capacity() > KEEP_CAPACITY {
-        return;
+    if (1..=KEEP_CAPACITY).contains(&map.capacity()) {
+        map.clear();
+        keep(&SPARE_MAPS, map);
     }
-    map.clear();
-    // At thread exit the pool may be gone already; the map is simply dropped then.
-    let _ = SPARE.try_with(|spare| {
-        if let Ok(mut spare) = spare.try_borrow_mut()
-            && spare.len() < KEEP
-        {
-            spare.push(map);
-        }
-    });
 }
 
 #[cfg(test)]
