@@ -233,6 +233,14 @@ def wrk_summary(samples):
     return out
 
 
+def paired_ratios(samples, label, anchor):
+    """`label`'s req/s over `anchor`'s, run by run (both measured in the same round, one after
+    the other): the machine's drift between rounds cancels out of each ratio, which it does not
+    out of a ratio of medians."""
+    ratios = [s["rps"] / a["rps"] for s, a in zip(samples[label], samples[anchor]) if a["rps"] > 0]
+    return summary(ratios) if ratios else None
+
+
 # ---------------------------------------------------------------------------------------------
 # kfaas local
 
@@ -524,6 +532,11 @@ def bench_proxy(args, work, results):
                 "wrk": f"wrk -t1 -c{connections} -d{args.duration}s --latency URL",
                 "samples": samples,
                 "summary": {label: wrk_summary(s) for label, s in samples.items()},
+                "paired": {
+                    label: {anchor: paired_ratios(samples, label, anchor)
+                            for anchor in ("haproxy (nbthread 1)", "nginx (worker_processes 1)")}
+                    for label in samples if label.startswith("kfaas")
+                },
             }
         results["proxy"] = {"levels": levels}
     finally:
@@ -872,6 +885,16 @@ def fmt_proxy_level(level):
             f"  CPU per request /haproxy {v['cpu_us_per_req']['median'] / hp['cpu_us_per_req']['median']:.2f}"
             f" /nginx {v['cpu_us_per_req']['median'] / ng['cpu_us_per_req']['median']:.2f}")
     lines.append(f"    haproxy/nginx {hp['rps']['median'] / ng['rps']['median']:.2f}")
+    paired = level.get("paired", {})
+    if paired:
+        lines.append("  paired ratios (req/s over the anchor's in the same run; median [min..max]):")
+        for label, by_anchor in paired.items():
+            h = by_anchor["haproxy (nbthread 1)"]
+            n = by_anchor["nginx (worker_processes 1)"]
+            if h is None or n is None:
+                continue
+            lines.append(f"    {label:45} /haproxy {h['median']:.2f} [{h['min']:.2f}..{h['max']:.2f}]"
+                         f"  /nginx {n['median']:.2f} [{n['min']:.2f}..{n['max']:.2f}]")
     return lines
 
 
