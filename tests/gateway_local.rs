@@ -23,11 +23,7 @@ async fn json(response: reqwest::Response) -> (u16, Value) {
 async fn hello_example_answers_through_the_gateway() {
     let server = LocalServer::start(&repo().join("examples/hello"), &[]);
     let client = reqwest::Client::new();
-    let response = client
-        .get(server.url("/hello?name=kfaas"))
-        .send()
-        .await
-        .expect("request");
+    let response = get(&client, server.url("/hello?name=kfaas")).await;
     let request_id = request_id_of(&response);
     let (status, body) = json(response).await;
     assert_eq!(status, 200);
@@ -72,6 +68,11 @@ async fn hello_example_answers_through_the_gateway() {
     });
 }
 
+/// GETs `url`; only a failure to get any answer fails the test here.
+async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client.get(url).send().await.expect("request")
+}
+
 fn request_id_of(response: &reqwest::Response) -> String {
     response
         .headers()
@@ -85,18 +86,10 @@ fn request_id_of(response: &reqwest::Response) -> String {
 async fn a_stage_can_turn_its_access_log_off() {
     let server = fixture();
     let client = reqwest::Client::new();
-    let quiet = client
-        .get(server.url("/quiet/echo/1"))
-        .send()
-        .await
-        .expect("request");
+    let quiet = get(&client, server.url("/quiet/echo/1")).await;
     assert_eq!(quiet.status(), 200);
     let quiet_id = request_id_of(&quiet);
-    let logged = client
-        .get(server.url("/test/echo/2"))
-        .send()
-        .await
-        .expect("request");
+    let logged = get(&client, server.url("/test/echo/2")).await;
     assert_eq!(logged.status(), 200);
     let logged_id = request_id_of(&logged);
 
@@ -215,69 +208,30 @@ async fn function_failures_get_api_gateway_answers() {
     let client = reqwest::Client::new();
     let expect = |status: u16, message: &str| (status, serde_json::json!({ "message": message }));
 
-    let got = json(
-        client
-            .get(server.url("/test/throws"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/throws")).await).await;
     assert_eq!(got, expect(502, "Internal server error"), "a thrown error");
-    let got = json(
-        client
-            .get(server.url("/test/malformed"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/malformed")).await).await;
     assert_eq!(
         got,
         expect(502, "Internal server error"),
         "a malformed 1.0 response"
     );
     // Warm first, so the 504 below is the invocation's own timeout, not a cold start's.
-    let warm = client
-        .get(server.url("/test/slow?ms=10"))
-        .send()
-        .await
-        .expect("request");
+    let warm = get(&client, server.url("/test/slow?ms=10")).await;
     assert_eq!(warm.status(), 200);
-    let got = json(
-        client
-            .get(server.url("/test/slow-short?ms=600"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/slow-short?ms=600")).await).await;
     assert_eq!(
         got,
         expect(504, "Endpoint request timed out"),
         "the route's integration timeout"
     );
-    let got = json(
-        client
-            .get(server.url("/test/slow?ms=1500"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/slow?ms=1500")).await).await;
     assert_eq!(
         got,
         expect(502, "Internal server error"),
         "the function's own timeout (1 s)"
     );
-    let got = json(
-        client
-            .get(server.url("/test/nothing-here"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/nothing-here")).await).await;
     assert_eq!(got, expect(404, "Not Found"));
     let big = vec![b'x'; 10 * 1024 * 1024 + 1];
     let got = json(
@@ -292,11 +246,7 @@ async fn function_failures_get_api_gateway_answers() {
     assert_eq!(got, expect(413, "Request Entity Too Large"));
 
     // After a timeout the function still serves.
-    let response = client
-        .get(server.url("/test/slow?ms=10"))
-        .send()
-        .await
-        .expect("request");
+    let response = get(&client, server.url("/test/slow?ms=10")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("body"), "slept 10");
     let metrics = server.metrics();
@@ -315,21 +265,13 @@ async fn function_failures_get_api_gateway_answers() {
 async fn payload_2_0_response_shortcuts() {
     let server = fixture();
     let client = reqwest::Client::new();
-    let response = client
-        .get(server.url("/test/bare"))
-        .send()
-        .await
-        .expect("request");
+    let response = get(&client, server.url("/test/bare")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let (_, body) = json(response).await;
     assert_eq!(body, serde_json::json!({"hello": "bare"}));
 
-    let response = client
-        .get(server.url("/test/cookies"))
-        .send()
-        .await
-        .expect("request");
+    let response = get(&client, server.url("/test/cookies")).await;
     let cookies: Vec<_> = response
         .headers()
         .get_all("set-cookie")
@@ -386,14 +328,7 @@ async fn a_function_that_cannot_start_answers_502_at_once() {
     let client = reqwest::Client::new();
     // Held until the route's deadline it would be a 504; a 502 means it was answered as soon
     // as the instance failed to start.
-    let got = json(
-        client
-            .get(server.url("/test/nobin"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
+    let got = json(get(&client, server.url("/test/nobin")).await).await;
     assert_eq!(
         got,
         (502, serde_json::json!({"message": "Internal server error"}))

@@ -72,6 +72,8 @@ pub struct AccessLog {
 /// line, no allocation, and one wake-up of the writer per batch at most.
 struct Shared {
     pending: Mutex<Pending>,
+    /// `MAX_PENDING` (smaller in tests).
+    max_pending: usize,
     wake: Condvar,
     /// Signalled when the writer has written everything and ended.
     done: Condvar,
@@ -94,7 +96,7 @@ impl Shared {
 struct Pending {
     lines: Vec<u8>,
     dropped: u64,
-    /// The writer sleeps until lines come (the next line wakes it).
+    /// The writer sleeps until lines come (the next line, logged or dropped, wakes it).
     writer_waiting: bool,
     /// Every `AccessLog` is gone, or the gateway is stopping: the writer writes what is left
     /// and ends.
@@ -117,8 +119,14 @@ impl Drop for ToWriter {
 impl AccessLog {
     /// Lines are written to `out` (stdout in production) by a background thread.
     pub fn spawn(out: Box<dyn Write + Send>) -> Self {
+        Self::spawn_holding(out, MAX_PENDING)
+    }
+
+    /// `spawn`, dropping lines beyond `max_pending` bytes waiting.
+    fn spawn_holding(out: Box<dyn Write + Send>, max_pending: usize) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
+            max_pending,
             wake: Condvar::new(),
             done: Condvar::new(),
         });
@@ -173,14 +181,15 @@ impl AccessLog {
             }
             line.push(b'\n');
             let mut pending = shared.pending();
-            if pending.lines.len() + line.len() > MAX_PENDING {
+            if pending.lines.len() + line.len() > shared.max_pending {
                 pending.dropped += 1;
             } else {
                 pending.lines.extend_from_slice(line);
-                if std::mem::take(&mut pending.writer_waiting) {
-                    drop(pending);
-                    shared.wake.notify_one();
-                }
+            }
+            // A dropped line wakes the writer too, which reports it.
+            if std::mem::take(&mut pending.writer_waiting) {
+                drop(pending);
+                shared.wake.notify_one();
             }
             if line.capacity() > KEEP_LINE {
                 *line = Vec::new();
@@ -195,7 +204,7 @@ fn write_lines(shared: &Shared, out: Box<dyn Write + Send>) {
     loop {
         let (dropped, closed) = {
             let mut pending = shared.pending();
-            while pending.lines.is_empty() && !pending.closed {
+            while pending.lines.is_empty() && pending.dropped == 0 && !pending.closed {
                 pending.writer_waiting = true;
                 pending = shared
                     .wake
@@ -218,7 +227,7 @@ fn write_lines(shared: &Shared, out: Box<dyn Write + Send>) {
             shared.done.notify_all();
             return;
         }
-        if batch.capacity() > MAX_PENDING / 8 {
+        if batch.capacity() > shared.max_pending / 8 {
             batch = Vec::new();
         } else {
             batch.clear();
@@ -274,6 +283,18 @@ mod tests {
         }
     }
 
+    /// An access log writing into what it returns.
+    fn spawned() -> (Collected, AccessLog) {
+        let collected = Collected::default();
+        let log = AccessLog::spawn(Box::new(collected.clone()));
+        (collected, log)
+    }
+
+    /// 2025-11-25 21:00:00 UTC.
+    fn a_second() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time")
+    }
+
     fn record(request_id: &str, at: chrono::DateTime<chrono::Utc>) -> AccessRecord<'_> {
         AccessRecord {
             request_id,
@@ -315,9 +336,8 @@ mod tests {
 
     #[test]
     fn every_line_is_written_whole_and_in_order_from_several_threads() {
-        let collected = Collected::default();
-        let log = AccessLog::spawn(Box::new(collected.clone()));
-        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        let (collected, log) = spawned();
+        let at = a_second();
         let threads: Vec<_> = (0..2)
             .map(|t| {
                 let log = log.clone();
@@ -349,9 +369,8 @@ mod tests {
 
     #[test]
     fn the_request_time_follows_the_second_it_is_given() {
-        let collected = Collected::default();
-        let log = AccessLog::spawn(Box::new(collected.clone()));
-        let first = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        let (collected, log) = spawned();
+        let first = a_second();
         log.log(&record("a", first));
         log.log(&record("b", first + chrono::Duration::seconds(1)));
         log.log(&record("c", first + chrono::Duration::days(1)));
@@ -372,9 +391,8 @@ mod tests {
 
     #[test]
     fn finishing_writes_every_line_logged_before_it() {
-        let collected = Collected::default();
-        let log = AccessLog::spawn(Box::new(collected.clone()));
-        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        let (collected, log) = spawned();
+        let at = a_second();
         log.log(&record("first", at));
         // The writer is now asleep between batches or waiting: either way the lines below are
         // pending when `finish` is called, and must be written before it returns.
@@ -392,11 +410,40 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_ends_when_the_last_log_goes() {
-        let collected = Collected::default();
-        let log = AccessLog::spawn(Box::new(collected.clone()));
+    fn a_dropped_line_wakes_the_writer_to_report_it() {
+        let log = AccessLog::spawn_holding(Box::new(Collected::default()), 1024);
         let shared = Arc::clone(&log.to_writer.as_ref().expect("enabled").shared);
-        let at = chrono::DateTime::from_timestamp(1_764_104_400, 0).expect("time");
+        // Whether `holds` becomes true of the pending lines within 5 s.
+        let eventually = |holds: &dyn Fn(&Pending) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !holds(&shared.pending()) {
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            true
+        };
+        assert!(
+            eventually(&|p| p.writer_waiting),
+            "the writer waits for lines"
+        );
+        let huge = "a".repeat(1024);
+        let mut too_long = record("huge", a_second());
+        too_long.user_agent = Some(&huge);
+        log.log(&too_long);
+        assert!(
+            eventually(&|p| p.dropped == 0),
+            "the writer took the dropped line's count"
+        );
+        assert!(shared.pending().lines.is_empty(), "the line was not kept");
+    }
+
+    #[test]
+    fn the_writer_ends_when_the_last_log_goes() {
+        let (collected, log) = spawned();
+        let shared = Arc::clone(&log.to_writer.as_ref().expect("enabled").shared);
+        let at = a_second();
         for n in 0..10 {
             log.log(&record(&n.to_string(), at));
         }

@@ -532,6 +532,7 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Milliseconds with microsecond precision, as the access log shows them.
 fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
