@@ -72,6 +72,16 @@ fn node_fn(name: &str, handler: &str) -> LocalFunctionSpec {
     )
 }
 
+/// A process's group and session ids, from `/proc/PID/stat` (fields 5 and 6, after the
+/// parenthesized command name).
+fn group_and_session(pid: u64) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let after_name = &stat[stat.rfind(')').expect("command name") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let id = |i: usize| fields[i].parse::<u64>().expect("a number");
+    (id(2), id(3))
+}
+
 /// Waits until the ready set satisfies `pred`, up to `within`.
 async fn wait_ready(
     rx: &mut watch::Receiver<ReadyInstances>,
@@ -233,6 +243,20 @@ async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
         .expect("json");
     assert_eq!(body["greeting"], "one");
     assert_eq!(body["path"], "/x");
+    let pid = body["pid"]
+        .as_u64()
+        .expect("the function answers with its pid");
+    let (group, session) = group_and_session(pid);
+    assert_eq!(
+        (group, session),
+        (pid, pid),
+        "an instance leads a process group and a session of its own"
+    );
+    assert_ne!(
+        group_and_session(u64::from(std::process::id())).1,
+        session,
+        "not this process's session"
+    );
     assert!(
         capture
             .wait_for(Duration::from_secs(5), |l| l
