@@ -21,12 +21,13 @@ use http::{
 };
 use http_body::{Body as _, SizeHint};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
+    io::{AsyncRead, AsyncReadExt},
+    net::{TcpStream, tcp::OwnedReadHalf},
 };
 
 use super::{
     invoke::{Body, BoxError},
+    outbox::Outbox,
     spare::HeaderRanges,
 };
 
@@ -75,7 +76,9 @@ pub struct Failed {
 
 /// One upstream connection.
 pub struct Conn {
-    io: TcpStream,
+    reader: OwnedReadHalf,
+    /// Requests go out with the serving thread's other writes (`super::outbox`).
+    outbox: Outbox,
     /// Read from the socket, not yet consumed.
     buf: BytesMut,
     /// Another request may follow the current one.
@@ -90,8 +93,10 @@ const KEEP_OUT: usize = 1024;
 
 impl Conn {
     pub fn new(io: TcpStream) -> Self {
+        let (reader, writer) = io.into_split();
         Self {
-            io,
+            reader,
+            outbox: Outbox::new(writer),
             buf: BytesMut::new(),
             reusable: true,
             out: BytesMut::new(),
@@ -105,7 +110,7 @@ impl Conn {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.reader.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Whether the exchange that just ended left the connection fit for another request.
@@ -169,7 +174,7 @@ impl Conn {
                 None => super::invoke::full(Bytes::new()),
             })
         };
-        if let Err(e) = self.io.write_all(&out).await {
+        if let Err(e) = self.send(&mut out).await {
             self.reusable = false;
             // A streamed body none of which was taken is as good as new.
             let body = resendable(&kept).or_else(|| kept.is_none().then_some(body));
@@ -186,7 +191,7 @@ impl Conn {
                 .await
                 .map_err(|e| failed(e, false, None));
         }
-        match read_head(&mut self.io, &mut self.buf, &parts.method).await {
+        match read_head(&mut self.reader, &mut self.buf, &parts.method).await {
             Ok((response, decoder, keep_alive)) => {
                 self.reusable = keep_alive;
                 Ok((response, decoder))
@@ -208,9 +213,8 @@ impl Conn {
         body: Body,
         sent: u64,
     ) -> Result<(Response<()>, Decoder), ExchangeError> {
-        let (mut reader, mut writer) = self.io.split();
-        let sending = send_rest(&mut writer, framing, body, sent);
-        let reading = read_head(&mut reader, &mut self.buf, &parts.method);
+        let sending = send_rest(&self.outbox, framing, body, sent);
+        let reading = read_head(&mut self.reader, &mut self.buf, &parts.method);
         tokio::pin!(sending, reading);
         let answer = tokio::select! {
             biased;
@@ -237,6 +241,15 @@ impl Conn {
         }
     }
 
+    /// Sends `out` (emptying it): with the serving thread's other writes, waiting for it to be
+    /// written only when it is large.
+    async fn send(&self, out: &mut BytesMut) -> io::Result<()> {
+        if self.outbox.send(out)? >= COALESCE_BODY as usize {
+            self.outbox.flushed().await?;
+        }
+        Ok(())
+    }
+
     /// The next piece of the answer's body; `None` at its end.
     pub fn poll_body(
         &mut self,
@@ -254,7 +267,7 @@ impl Conn {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), cx, &mut self.buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     self.reusable = false;
@@ -276,7 +289,7 @@ impl Conn {
 
 /// Streams the rest of a request body after the head.
 async fn send_rest(
-    io: &mut (impl AsyncWrite + Unpin),
+    outbox: &Outbox,
     framing: Framing,
     mut body: Body,
     mut sent: u64,
@@ -295,7 +308,8 @@ async fn send_rest(
         }
         out.clear();
         encode_data(framing, &data, &mut out);
-        io.write_all(&out).await.map_err(ExchangeError::Write)?;
+        outbox.send(&mut out).map_err(ExchangeError::Write)?;
+        outbox.flushed().await.map_err(ExchangeError::Write)?;
     }
     if let Framing::Length(n) = framing
         && sent != n
@@ -305,7 +319,7 @@ async fn send_rest(
     out.clear();
     encode_end(framing, &mut out);
     if !out.is_empty() {
-        io.write_all(&out).await.map_err(ExchangeError::Write)?;
+        outbox.send(&mut out).map_err(ExchangeError::Write)?;
     }
     Ok(())
 }

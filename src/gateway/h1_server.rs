@@ -25,8 +25,8 @@ use http_body::Body as _;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
-    net::{TcpStream, tcp::OwnedWriteHalf},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
 };
 use tokio_util::{
     io::poll_read_buf,
@@ -42,6 +42,7 @@ use super::{
     },
     handler::Gateway,
     invoke::{Body, full},
+    outbox::Outbox,
     request_body::{Http1Body, Reader, RequestBody},
 };
 
@@ -88,7 +89,7 @@ pub(super) async fn serve_connection(
             let first_head_begun = !buf.is_empty();
             let mut connection = Connection {
                 reader: Some(Reader { half, buf }),
-                writer: Arc::new(writer),
+                outbox: Outbox::new(writer),
                 deadline,
                 first_head_begun,
                 out: BytesMut::with_capacity(READ_CHUNK),
@@ -219,8 +220,9 @@ impl Deadline {
 struct Connection {
     /// The reading side and what was read, away while a request's body has it.
     reader: Option<Reader>,
-    /// Shared with a request body only while it may still send `100 Continue`.
-    writer: Arc<OwnedWriteHalf>,
+    /// Where answers go; shared with a request body only while it may still send
+    /// `100 Continue`.
+    outbox: Outbox,
     /// When the wait for the next request (idle) or the rest of its head ends.
     deadline: Deadline,
     /// The first head began before the loop, and `deadline` is already its own.
@@ -270,7 +272,7 @@ impl Connection {
                     reader,
                     head.body,
                     Arc::clone(read_back),
-                    head.expect_continue.then(|| Arc::clone(&self.writer)),
+                    head.expect_continue.then(|| self.outbox.clone()),
                 ))),
                 (_, reader) => {
                     self.reader = reader;
@@ -384,7 +386,7 @@ impl Connection {
             encode_response_head(&parts, framing, keep_alive, request_version, &mut self.out);
         super::spare::keep_header_map(std::mem::take(&mut parts.headers));
         if head_request || framing == ResponseFraming::NoBody {
-            write_all(&self.writer, &mut self.out).await?;
+            self.send_out().await?;
             return Ok(keep_alive);
         }
         let mut written: u64 = 0;
@@ -400,7 +402,7 @@ impl Connection {
             })
             .await;
             match step {
-                Step::Flush => write_all(&self.writer, &mut self.out).await?,
+                Step::Flush => self.send_out().await?,
                 Step::Frame(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         written += data.len() as u64;
@@ -413,45 +415,55 @@ impl Connection {
                         }
                         if data.len() >= WRITE_BATCH && framing != ResponseFraming::Chunked {
                             // Written as it is rather than copied into the buffer first.
-                            write_all(&self.writer, &mut self.out).await?;
-                            write_all_bytes(&self.writer, &data).await?;
+                            self.send_out().await?;
+                            self.outbox.write_all(&data).await?;
                             continue;
                         }
                         encode_body_data(framing, &data, &mut self.out);
                         if self.out.len() >= WRITE_BATCH {
-                            write_all(&self.writer, &mut self.out).await?;
+                            self.send_out().await?;
                         }
                     }
                 }
                 Step::Frame(Some(Err(e))) => {
                     // What was sent of it cannot be taken back: the connection ends unfinished.
-                    write_all(&self.writer, &mut self.out).await?;
+                    self.send_out().await?;
                     return Err(io::Error::other(format!("the answer's body failed: {e}")));
                 }
                 Step::Frame(None) => {
                     if let ResponseFraming::Length(n) = framing
                         && written != n
                     {
-                        write_all(&self.writer, &mut self.out).await?;
+                        self.send_out().await?;
                         return Err(io::Error::other(
                             "the answer's body is shorter than its length",
                         ));
                     }
                     encode_body_end(framing, &mut self.out);
-                    write_all(&self.writer, &mut self.out).await?;
+                    self.send_out().await?;
                     return Ok(keep_alive);
                 }
             }
         }
     }
 
+    /// Sends what `out` holds (see `super::outbox`): at once when this thread does not write in
+    /// phases, else with the thread's other writes before it waits for events. Waits for it to
+    /// be written only when much is pending, so a large answer does not pile up in memory.
+    async fn send_out(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.outbox.send(&mut self.out)? >= WRITE_BATCH {
+            self.outbox.flushed().await?;
+        }
+        Ok(())
+    }
+
     /// Closes the sending side and reads what the client still sends for a moment, so the answer
     /// just written reaches it before the connection closes.
     async fn linger(&mut self) {
-        // The body that shared it is gone by now; if not, dropping the last share shuts it.
-        if let Some(writer) = Arc::get_mut(&mut self.writer) {
-            let _ = writer.shutdown().await;
-        }
+        let _ = self.outbox.shutdown().await;
         let Some(mut reader) = self.reader.take() else {
             return;
         };
@@ -476,35 +488,6 @@ enum ServeError {
 enum Step {
     Flush,
     Frame(Option<Result<http_body::Frame<bytes::Bytes>, super::invoke::BoxError>>),
-}
-
-/// Writes all of `data`.
-async fn write_all_bytes(writer: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
-    let stream: &TcpStream = writer.as_ref();
-    let mut at = 0;
-    // Polled by hand: `writable()`'s future is ten times the size of this one, and the answer's
-    // futures are moved by copying.
-    std::future::poll_fn(|cx| {
-        while at < data.len() {
-            match stream.try_write(&data[at..]) {
-                Ok(n) => at += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Ready again already, or the waker is registered for when it is.
-                    std::task::ready!(stream.poll_write_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    })
-    .await
-}
-
-/// Writes all of `out` and empties it (keeping its capacity).
-async fn write_all(writer: &OwnedWriteHalf, out: &mut BytesMut) -> io::Result<()> {
-    write_all_bytes(writer, out).await?;
-    out.clear();
-    Ok(())
 }
 
 /// Serves an h2c connection with hyper, its first bytes (`read`) given back to it.

@@ -16,6 +16,7 @@ pub mod handler;
 mod integration;
 pub mod invoke;
 pub mod metrics;
+mod outbox;
 pub mod policy;
 pub mod request_body;
 pub mod response;

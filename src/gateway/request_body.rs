@@ -13,12 +13,13 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio_util::io::poll_read_buf;
 
 use super::{
     h1::{Decoded, Decoder},
     invoke::BoxError,
+    outbox::Outbox,
 };
 
 /// How much a read asks for at least.
@@ -105,7 +106,7 @@ pub struct Http1Body {
     read_back: ReadBack,
     /// Where `100 Continue` goes, until it has gone: only when the body is first read, so a
     /// request answered without its body (no route, refused, too large) is not sent.
-    expecting: Option<(Arc<OwnedWriteHalf>, usize)>,
+    expecting: Option<Outbox>,
     /// Armed while a read waits.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: bool,
@@ -116,13 +117,13 @@ impl Http1Body {
         reader: Reader,
         decoder: Decoder,
         read_back: ReadBack,
-        expecting: Option<Arc<OwnedWriteHalf>>,
+        expecting: Option<Outbox>,
     ) -> Self {
         Self {
             reader: Some(reader),
             decoder,
             read_back,
-            expecting: expecting.map(|writer| (writer, 0)),
+            expecting,
             stall: None,
             failed: false,
         }
@@ -163,18 +164,12 @@ impl Http1Body {
                     return Poll::Ready(Some(Err(RequestBodyError::Malformed(e.to_string()))));
                 }
             }
-            // The client waits for this before it sends the body. It is 25 bytes on a socket
-            // whose answers the client has been reading; if even that would block, the client
-            // is not reading, and it sends the body after its own wait (RFC 9110 §10.1.1).
-            if let Some((writer, written)) = &mut self.expecting {
-                while *written < CONTINUE.len() {
-                    match writer.try_write(&CONTINUE[*written..]) {
-                        Ok(n) => *written += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && *written == 0 => break,
-                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                    }
-                }
-                self.expecting = None;
+            // The client waits for this before it sends the body; it goes out after any answer
+            // still waiting to be written on the connection, before the read below waits.
+            if let Some(outbox) = self.expecting.take()
+                && let Err(e) = outbox.send_slice(CONTINUE)
+            {
+                return Poll::Ready(Some(Err(e.into())));
             }
             if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 8 {
                 reader.buf.reserve(READ_CHUNK);

@@ -42,7 +42,11 @@ pub async fn serve(
             std::thread::Builder::new()
                 .name(format!("kfaas-serve-{n}"))
                 .spawn(move || {
+                    // Sends wait for the thread's tasks that are ready to have run, and go out
+                    // together before it waits for events (`super::outbox`).
+                    super::outbox::flush_before_park_here();
                     let runtime = tokio::runtime::Builder::new_current_thread()
+                        .on_thread_park(super::outbox::flush_queued)
                         .enable_all()
                         .build()?;
                     runtime.block_on(async move {

@@ -1,0 +1,347 @@
+//! Write phases: what a connection sends goes out after its serving thread has run every task
+//! that was ready, all connections' sends together, just before the thread waits for events.
+//!
+//! Each task used to write as soon as it had something to send, so a serving thread alternated
+//! a read and a write per connection, and every write woke the peer for one message. HAProxy
+//! reads everything that is ready, then writes everything: its peers (the client, the instance)
+//! are woken once for several messages, and find more to do each time they are. On this
+//! 2-core machine, where the client, the gateway and the instance share the CPUs, that was the
+//! larger part of the gap to HAProxy (docs/benchmarks.md, "Sessions and write phases").
+//!
+//! A connection's bytes wait in its [`Outbox`], in order. A serving thread calls
+//! [`flush_queued`] before it parks (its runtime's `on_thread_park`), which writes every queued
+//! outbox without blocking. What does not fit in the socket is finished by a drainer task that
+//! waits for the socket to take more; only one writer (the flush, or that drainer) touches a
+//! socket at a time. On a thread that does not flush before it parks, a send is written at once.
+
+use std::{
+    cell::RefCell,
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker},
+};
+
+use bytes::{Buf, BytesMut};
+use tokio::{io::AsyncWrite, net::tcp::OwnedWriteHalf, sync::Notify};
+
+/// A thread's queue holds at most this many outboxes before they are written anyway, so that a
+/// thread that stays busy without parking still sends.
+const MAX_QUEUED: usize = 256;
+/// A pending buffer larger than this is not kept once written (after a large answer).
+const KEEP_PENDING: usize = 256 * 1024;
+
+thread_local! {
+    /// `Some` on a thread that calls [`flush_queued`] before it parks.
+    static QUEUED: RefCell<Option<Vec<Arc<Inner>>>> = const { RefCell::new(None) };
+}
+
+/// Marks this thread as one whose runtime calls [`flush_queued`] before parking: sends made on
+/// it wait for that.
+pub fn flush_before_park_here() {
+    QUEUED.with(|q| {
+        if let Ok(mut q) = q.try_borrow_mut() {
+            q.get_or_insert_with(Vec::new);
+        }
+    });
+}
+
+/// Writes every outbox queued on this thread (as much of each as its socket takes now).
+pub fn flush_queued() {
+    let taken = QUEUED.with(|q| q.try_borrow_mut().ok().and_then(|mut q| q.take()));
+    let Some(mut queued) = taken else {
+        return;
+    };
+    for inner in queued.drain(..) {
+        let mut state = inner.lock();
+        state.queued = false;
+        if !state.draining {
+            inner.write_now(&mut state);
+        }
+    }
+    // The emptied list goes back, keeping its capacity.
+    QUEUED.with(|q| {
+        if let Ok(mut q) = q.try_borrow_mut()
+            && q.is_none()
+        {
+            *q = Some(queued);
+        }
+    });
+}
+
+/// The sending side of one connection, shared by what writes to it (the connection, a request
+/// body sending `100 Continue`), and by the thread's queue while it waits there.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Told when `pending` empties or the socket fails.
+    drained: Notify,
+}
+
+struct State {
+    writer: OwnedWriteHalf,
+    /// Bytes not written yet, in order.
+    pending: BytesMut,
+    /// In this thread's queue.
+    queued: bool,
+    /// A drainer task owns the writing until `pending` is empty.
+    draining: bool,
+    /// The socket failed: nothing more is written.
+    failed: Option<io::ErrorKind>,
+    /// A task waits on `drained` (telling it costs a lock, so only when one does).
+    waiting: bool,
+}
+
+impl Outbox {
+    pub fn new(writer: OwnedWriteHalf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    writer,
+                    pending: BytesMut::new(),
+                    queued: false,
+                    draining: false,
+                    failed: None,
+                    waiting: false,
+                }),
+                drained: Notify::new(),
+            }),
+        }
+    }
+
+    /// Sends `data` after what was sent before, and empties it (handing it a spare buffer with
+    /// capacity, when there is one). Returns how many bytes still wait to be written; an error is
+    /// an earlier write's.
+    pub fn send(&self, data: &mut BytesMut) -> io::Result<usize> {
+        let mut state = self.inner.lock();
+        if let Some(kind) = state.failed {
+            data.clear();
+            return Err(io::Error::new(kind, "an earlier write failed"));
+        }
+        if state.pending.is_empty() {
+            // No copy: the bytes become the pending buffer, and the old one comes back.
+            std::mem::swap(&mut state.pending, data);
+        } else {
+            state.pending.extend_from_slice(data);
+            data.clear();
+        }
+        self.schedule(&mut state);
+        Ok(state.pending.len())
+    }
+
+    /// Sends `data` after what was sent before (copied: for small, rare messages).
+    pub fn send_slice(&self, data: &[u8]) -> io::Result<()> {
+        let mut state = self.inner.lock();
+        if let Some(kind) = state.failed {
+            return Err(io::Error::new(kind, "an earlier write failed"));
+        }
+        state.pending.extend_from_slice(data);
+        self.schedule(&mut state);
+        Ok(())
+    }
+
+    /// Waits until everything sent so far is written (or the socket failed).
+    pub async fn flushed(&self) -> io::Result<()> {
+        loop {
+            let notified = self.inner.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the state is looked at, so a drainer's news is not missed.
+            notified.as_mut().enable();
+            {
+                let mut state = self.inner.lock();
+                if let Some(kind) = state.failed {
+                    return Err(io::Error::new(kind, "writing failed"));
+                }
+                if state.pending.is_empty() {
+                    return Ok(());
+                }
+                if !state.draining {
+                    // Queued or not, write it now rather than at the next park.
+                    self.inner.write_now(&mut state);
+                    continue;
+                }
+                state.waiting = true;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends `data` and waits until it is written: for large bodies, which are not copied.
+    pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        self.flushed().await?;
+        // This task owns the socket meanwhile: a send made now waits in `pending` until after
+        // `data` (see `Owner`).
+        let _owner = Owner::claim(self);
+        let mut at = 0;
+        std::future::poll_fn(|cx| {
+            let state = self.inner.lock();
+            let stream = state.writer.as_ref();
+            while at < data.len() {
+                match stream.try_write(&data[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::task::ready!(stream.poll_write_ready(cx))?;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Closes the sending side once what was sent is written (a FIN after the last answer).
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.flushed().await?;
+        let mut state = self.inner.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        // A TCP write half shuts down at once; it never returns Pending.
+        match Pin::new(&mut state.writer).poll_shutdown(&mut cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Gets the pending bytes written: at the thread's next park, or now.
+    fn schedule(&self, state: &mut State) {
+        if state.queued || state.draining || state.pending.is_empty() {
+            return;
+        }
+        let queued = QUEUED.with(|q| {
+            let mut q = q.try_borrow_mut().ok()?;
+            let list = q.as_mut()?;
+            if list.len() >= MAX_QUEUED {
+                return Some(false);
+            }
+            list.push(Arc::clone(&self.inner));
+            Some(true)
+        });
+        match queued {
+            Some(true) => state.queued = true,
+            Some(false) => {
+                // A full queue is written now (this outbox is not in it: it is locked here).
+                flush_queued();
+                self.inner.write_now(state);
+            }
+            None => self.inner.write_now(state),
+        }
+    }
+}
+
+/// The socket's writer while a caller writes straight to it: sends made meanwhile are kept in
+/// `pending` (as while a drainer writes), and scheduled when it lets go, however it ends.
+struct Owner<'a>(&'a Outbox);
+
+impl<'a> Owner<'a> {
+    fn claim(outbox: &'a Outbox) -> Self {
+        outbox.inner.lock().draining = true;
+        Self(outbox)
+    }
+}
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.inner.lock();
+        state.draining = false;
+        self.0.schedule(&mut state);
+        self.0.inner.tell_waiting(&mut state);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding it cannot leave the state torn: every change is a field write.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes as much of `pending` as the socket takes now; hands the rest to a drainer.
+    fn write_now(self: &Arc<Self>, state: &mut State) {
+        while !state.pending.is_empty() {
+            match state.writer.as_ref().try_write(&state.pending) {
+                Ok(n) => state.pending.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.start_drainer(state);
+                    return;
+                }
+                Err(e) => {
+                    self.fail(state, e.kind());
+                    return;
+                }
+            }
+        }
+        if state.pending.capacity() > KEEP_PENDING {
+            state.pending = BytesMut::new();
+        }
+        self.tell_waiting(state);
+    }
+
+    fn tell_waiting(&self, state: &mut State) {
+        if std::mem::take(&mut state.waiting) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn fail(&self, state: &mut State, kind: io::ErrorKind) {
+        state.failed = Some(kind);
+        state.pending = BytesMut::new();
+        state.draining = false;
+        self.tell_waiting(state);
+    }
+
+    fn start_drainer(self: &Arc<Self>, state: &mut State) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.fail(state, io::ErrorKind::WouldBlock);
+            return;
+        };
+        state.draining = true;
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            std::future::poll_fn(|cx| inner.poll_drain(cx)).await;
+        });
+    }
+
+    /// The drainer: writes `pending` as the socket takes it.
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        loop {
+            if state.failed.is_some() {
+                return Poll::Ready(());
+            }
+            if state.pending.is_empty() {
+                state.draining = false;
+                if state.pending.capacity() > KEEP_PENDING {
+                    state.pending = BytesMut::new();
+                }
+                self.tell_waiting(&mut state);
+                return Poll::Ready(());
+            }
+            match state.writer.as_ref().try_write(&state.pending) {
+                Ok(n) => state.pending.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match state.writer.as_ref().poll_write_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(e)) => {
+                            self.fail(&mut state, e.kind());
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.fail(&mut state, e.kind());
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod tests;
