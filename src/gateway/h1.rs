@@ -174,7 +174,13 @@ impl Conn {
                 None => super::invoke::full(Bytes::new()),
             })
         };
-        if let Err(e) = self.send(&mut out).await {
+        let sent = match self.send(&mut out).await {
+            // A streamed body waits for the head to be written, so that a failed write can still
+            // hand the body back untouched.
+            Ok(()) if !whole => self.outbox.flushed().await,
+            sent => sent,
+        };
+        if let Err(e) = sent {
             self.reusable = false;
             // A streamed body none of which was taken is as good as new.
             let body = resendable(&kept).or_else(|| kept.is_none().then_some(body));
@@ -198,6 +204,11 @@ impl Conn {
             }
             Err(e) => {
                 self.reusable = false;
+                // The request went out after this task moved on to the answer; if writing it
+                // failed, that is the error, and the instance never had the request.
+                if let Some(write) = self.outbox.failure() {
+                    return Err(failed(ExchangeError::Write(write), true, resendable(&kept)));
+                }
                 let unanswered = matches!(e, ExchangeError::ClosedBeforeAnswer);
                 Err(failed(e, unanswered, resendable(&kept)))
             }

@@ -96,6 +96,10 @@ pub(super) async fn serve_connection(
                 peer,
             };
             connection.serve(&gateway, &shutdown, cancelled).await;
+            // What is still waiting to be written goes out before the connection is let go: at a
+            // graceful shutdown, the thread's runtime stops once every connection has returned.
+            // (A peer that takes nothing for a while fails the write: `outbox::SEND_STALL`.)
+            let _ = connection.outbox.flushed().await;
         }
         Ok(Opening::Closed) => {}
         Err(e) => tracing::debug!(error = %e, %peer, "connection ended before a request"),

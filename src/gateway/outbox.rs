@@ -8,11 +8,13 @@
 //! 2-core machine, where the client, the gateway and the instance share the CPUs, that was the
 //! larger part of the gap to HAProxy (docs/benchmarks.md, "Sessions and write phases").
 //!
-//! A connection's bytes wait in its [`Outbox`], in order. A serving thread calls
-//! [`flush_queued`] before it parks (its runtime's `on_thread_park`), which writes every queued
-//! outbox without blocking. What does not fit in the socket is finished by a drainer task that
-//! waits for the socket to take more; only one writer (the flush, or that drainer) touches a
-//! socket at a time. On a thread that does not flush before it parks, a send is written at once.
+//! A connection's bytes wait in its [`Outbox`], in order. The first send queued after a flush
+//! wakes the thread's [`flusher`] task, which runs after the tasks that were ready then, and the
+//! thread also calls [`flush_queued`] before it parks (its runtime's `on_thread_park`); either
+//! writes every queued outbox without blocking. What does not fit in the socket is finished by a
+//! drainer task that waits for the socket to take more (and gives up after `SEND_STALL` without
+//! progress); only one writer (the flush, that drainer, or a large direct write) touches a socket
+//! at a time. On a thread that does not write in phases, a send is written at once.
 
 use std::{
     cell::RefCell,
@@ -20,39 +22,79 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use bytes::{Buf, BytesMut};
 use tokio::{io::AsyncWrite, net::tcp::OwnedWriteHalf, sync::Notify};
 
-/// A thread's queue holds at most this many outboxes before they are written anyway, so that a
-/// thread that stays busy without parking still sends.
+/// A thread's queue holds at most this many outboxes before they are written anyway.
 const MAX_QUEUED: usize = 256;
 /// A pending buffer larger than this is not kept once written (after a large answer).
 const KEEP_PENDING: usize = 256 * 1024;
+/// A drainer whose socket takes nothing for this long gives up: the peer stopped reading, and
+/// the socket closes rather than staying open for ever.
+const SEND_STALL: Duration = Duration::from_secs(60);
 
 thread_local! {
-    /// `Some` on a thread that calls [`flush_queued`] before it parks.
-    static QUEUED: RefCell<Option<Vec<Arc<Inner>>>> = const { RefCell::new(None) };
+    /// `Some` on a thread that writes in phases.
+    static QUEUED: RefCell<Option<Queue>> = const { RefCell::new(None) };
 }
 
-/// Marks this thread as one whose runtime calls [`flush_queued`] before parking: sends made on
-/// it wait for that.
+/// The outboxes of one serving thread that wait to be written.
+struct Queue {
+    list: Vec<Arc<Inner>>,
+    /// The thread's [`flusher`] task, woken when the list stops being empty.
+    flusher: Option<Waker>,
+}
+
+/// Marks this thread as one that writes in phases: it runs [`flusher`] and calls
+/// [`flush_queued`] before it parks. Sends made on it wait for either.
 pub fn flush_before_park_here() {
-    QUEUED.with(|q| {
+    let _ = QUEUED.try_with(|q| {
         if let Ok(mut q) = q.try_borrow_mut() {
-            q.get_or_insert_with(Vec::new);
+            q.get_or_insert_with(|| Queue {
+                list: Vec::new(),
+                flusher: None,
+            });
         }
     });
 }
 
+/// A serving thread's flusher task. Woken by the first send queued after a flush, it runs after
+/// the tasks that were ready then, which is when the thread would park on a quiet thread; on a
+/// thread that stays busy without parking (a task that yields, one that used up its budget), it
+/// is what writes the queue.
+pub async fn flusher() {
+    std::future::poll_fn(|cx| {
+        flush_queued();
+        let _ = QUEUED.try_with(|q| {
+            if let Ok(mut q) = q.try_borrow_mut()
+                && let Some(q) = q.as_mut()
+                && !q.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                q.flusher = Some(cx.waker().clone());
+            }
+        });
+        Poll::<()>::Pending
+    })
+    .await;
+}
+
 /// Writes every outbox queued on this thread (as much of each as its socket takes now).
 pub fn flush_queued() {
-    let taken = QUEUED.with(|q| q.try_borrow_mut().ok().and_then(|mut q| q.take()));
-    let Some(mut queued) = taken else {
+    let taken = QUEUED
+        .try_with(|q| {
+            let mut q = q.try_borrow_mut().ok()?;
+            let q = q.as_mut()?;
+            (!q.list.is_empty()).then(|| std::mem::take(&mut q.list))
+        })
+        .ok()
+        .flatten();
+    let Some(mut list) = taken else {
         return;
     };
-    for inner in queued.drain(..) {
+    for inner in list.drain(..) {
         let mut state = inner.lock();
         state.queued = false;
         if !state.draining {
@@ -60,11 +102,12 @@ pub fn flush_queued() {
         }
     }
     // The emptied list goes back, keeping its capacity.
-    QUEUED.with(|q| {
+    let _ = QUEUED.try_with(|q| {
         if let Ok(mut q) = q.try_borrow_mut()
-            && q.is_none()
+            && let Some(q) = q.as_mut()
+            && q.list.is_empty()
         {
-            *q = Some(queued);
+            q.list = list;
         }
     });
 }
@@ -144,6 +187,12 @@ impl Outbox {
         Ok(())
     }
 
+    /// The error that stopped writing, if one did.
+    pub fn failure(&self) -> Option<io::Error> {
+        let kind = self.inner.lock().failed?;
+        Some(io::Error::new(kind, "writing failed"))
+    }
+
     /// Waits until everything sent so far is written (or the socket failed).
     pub async fn flushed(&self) -> io::Result<()> {
         loop {
@@ -211,15 +260,23 @@ impl Outbox {
         if state.queued || state.draining || state.pending.is_empty() {
             return;
         }
-        let queued = QUEUED.with(|q| {
-            let mut q = q.try_borrow_mut().ok()?;
-            let list = q.as_mut()?;
-            if list.len() >= MAX_QUEUED {
-                return Some(false);
-            }
-            list.push(Arc::clone(&self.inner));
-            Some(true)
-        });
+        let queued = QUEUED
+            .try_with(|q| {
+                let mut q = q.try_borrow_mut().ok()?;
+                let q = q.as_mut()?;
+                if q.list.len() >= MAX_QUEUED {
+                    return Some(false);
+                }
+                q.list.push(Arc::clone(&self.inner));
+                if q.list.len() == 1
+                    && let Some(flusher) = &q.flusher
+                {
+                    flusher.wake_by_ref();
+                }
+                Some(true)
+            })
+            .ok()
+            .flatten();
         match queued {
             Some(true) => state.queued = true,
             Some(false) => {
@@ -264,6 +321,10 @@ impl Inner {
     fn write_now(self: &Arc<Self>, state: &mut State) {
         while !state.pending.is_empty() {
             match state.writer.as_ref().try_write(&state.pending) {
+                Ok(0) => {
+                    self.fail(state, io::ErrorKind::WriteZero);
+                    return;
+                }
                 Ok(n) => state.pending.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.start_drainer(state);
@@ -302,16 +363,29 @@ impl Inner {
         state.draining = true;
         let inner = Arc::clone(self);
         runtime.spawn(async move {
-            std::future::poll_fn(|cx| inner.poll_drain(cx)).await;
+            loop {
+                let step = std::future::poll_fn(|cx| inner.poll_drain(cx));
+                match tokio::time::timeout(SEND_STALL, step).await {
+                    Ok(Drain::Progress) => {}
+                    Ok(Drain::Done) => return,
+                    Err(_) => {
+                        let mut state = inner.lock();
+                        inner.fail(&mut state, io::ErrorKind::TimedOut);
+                        return;
+                    }
+                }
+            }
         });
     }
 
-    /// The drainer: writes `pending` as the socket takes it.
-    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// The drainer's step: writes `pending` as the socket takes it; ready when it is all
+    /// written (or failed), or when some went and the socket is full again.
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drain> {
         let mut state = self.lock();
+        let mut progressed = false;
         loop {
             if state.failed.is_some() {
-                return Poll::Ready(());
+                return Poll::Ready(Drain::Done);
             }
             if state.pending.is_empty() {
                 state.draining = false;
@@ -319,27 +393,42 @@ impl Inner {
                     state.pending = BytesMut::new();
                 }
                 self.tell_waiting(&mut state);
-                return Poll::Ready(());
+                return Poll::Ready(Drain::Done);
             }
             match state.writer.as_ref().try_write(&state.pending) {
-                Ok(n) => state.pending.advance(n),
+                Ok(0) => {
+                    self.fail(&mut state, io::ErrorKind::WriteZero);
+                    return Poll::Ready(Drain::Done);
+                }
+                Ok(n) => {
+                    state.pending.advance(n);
+                    progressed = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match state.writer.as_ref().poll_write_ready(cx) {
+                        // Some went: the stall timer starts again.
+                        Poll::Pending if progressed => return Poll::Ready(Drain::Progress),
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => {
                             self.fail(&mut state, e.kind());
-                            return Poll::Ready(());
+                            return Poll::Ready(Drain::Done);
                         }
                     }
                 }
                 Err(e) => {
                     self.fail(&mut state, e.kind());
-                    return Poll::Ready(());
+                    return Poll::Ready(Drain::Done);
                 }
             }
         }
     }
+}
+
+/// What a drainer's step came to.
+enum Drain {
+    Progress,
+    Done,
 }
 
 #[cfg(test)]

@@ -189,3 +189,46 @@ async fn a_failed_write_is_reported_by_the_sends_after_it() {
     assert!(outbox.send_slice(b"again").is_err(), "a failure stays");
     assert!(outbox.flushed().await.is_err());
 }
+
+#[test]
+fn a_thread_that_never_parks_still_writes_through_its_flusher() {
+    on_serving_thread(|| async {
+        let _flusher = tokio::spawn(super::flusher());
+        tokio::task::yield_now().await; // the flusher registers itself
+        let (client, peer) = pair().await;
+        let outbox = Outbox::new(client.into_split().1);
+        let peer = peer.into_std().expect("std");
+        peer.set_nonblocking(false).expect("blocking");
+        peer.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let reader = std::thread::spawn(move || {
+            let mut got = [0u8; 5];
+            io::Read::read_exact(&mut &peer, &mut got).map(|()| got)
+        });
+        outbox.send_slice(b"awake").expect("send");
+        // Busy without ever parking: only yields, so the park hook never runs.
+        while !reader.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let got = reader
+            .join()
+            .expect("reader")
+            .expect("the send never went out");
+        assert_eq!(&got, b"awake");
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_takes_nothing_fails_the_write_after_the_stall_limit() {
+    let (client, _peer) = small_buffered_pair().await;
+    let outbox = Outbox::new(client.into_split().1);
+    outbox
+        .send(&mut bytes(&vec![7u8; 512 * 1024]))
+        .expect("send");
+    let error = outbox.flushed().await.expect_err("a peer that never reads");
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(
+        outbox.failure().map(|e| e.kind()),
+        Some(io::ErrorKind::TimedOut)
+    );
+}

@@ -52,6 +52,7 @@ pub async fn serve(
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         let _ticker = AbortOnDrop(tokio::spawn(keep_timer_armed()));
+                        let _flusher = AbortOnDrop(tokio::spawn(super::outbox::flusher()));
                         accept_loop(gateway, listener, shutdown).await;
                         Ok::<_, std::io::Error>(())
                     })?;
