@@ -209,3 +209,35 @@ async fn a_streamed_request_body_arrives_whole() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["received"], total, "{body}");
 }
+
+#[tokio::test]
+async fn a_stopping_gateway_answers_the_requests_in_flight_before_it_stops_their_instances() {
+    let mut server = server();
+    let (status, _) = call(&server, reqwest::Method::GET, "/warm").await;
+    assert_eq!(status, 200, "the instance is up");
+    let url = server.url("/slow");
+    let in_flight = tokio::spawn(async move {
+        let response = reqwest::get(url).await.expect("an answer");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        )
+    });
+    // The instance takes 0.8 s; the gateway is told to stop meanwhile. The instance (a Python
+    // server, which dies on SIGTERM) must not be stopped under the request.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.pid()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let (status, body) = in_flight.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["method"], "GET");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.exited() {
+        assert!(Instant::now() < deadline, "the gateway did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

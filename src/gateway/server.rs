@@ -207,6 +207,22 @@ pub fn local_addr(listener: &TcpListener) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
+/// How long a stopping gateway waits for its connections: requests in flight are answered
+/// (idle keep-alive connections close at once). Under Kubernetes' default grace period of 30 s
+/// between SIGTERM and SIGKILL.
+pub const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Waits for `serve` (started with `shutdown`) to drain after `shutdown` was cancelled, for up to
+/// `DRAIN_WITHIN`.
+pub async fn drain(serve: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(DRAIN_WITHIN, serve).await.is_err() {
+        tracing::warn!(
+            within_s = DRAIN_WITHIN.as_secs(),
+            "connections were still open when the gateway stopped"
+        );
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM (a supervisor, `kill`, Kubernetes) and says which, so both
 /// are handled as the same graceful stop.
 pub async fn stop_signal() -> &'static str {

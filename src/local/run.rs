@@ -212,11 +212,14 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         shutdown.clone(),
         options.serving_threads,
     );
+    tokio::pin!(serve);
     tokio::select! {
-        () = serve => {}
+        () = &mut serve => {}
         which = server::stop_signal() => {
             println!("kfaas local: stopping ({which})");
             shutdown.cancel();
+            // Requests in flight are answered before their instances are stopped.
+            server::drain(serve).await;
         }
     }
     watcher.abort();

@@ -336,11 +336,17 @@ pub async fn run(
         shutdown.clone(),
         options.serving_threads,
     );
+    tokio::pin!(serve);
     tokio::select! {
-        () = serve => {}
-        _ = server::stop_signal() => shutdown.cancel(),
+        () = &mut serve => {}
+        _ = server::stop_signal() => {
+            println!("kfaas gateway: stopping");
+            shutdown.cancel();
+            // Requests in flight are answered (Kubernetes has stopped sending new ones to a
+            // terminating pod's endpoints, or soon will).
+            server::drain(serve).await;
+        }
     }
-    println!("kfaas gateway: stopping");
     for task in tasks {
         task.abort();
     }
