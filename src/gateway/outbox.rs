@@ -227,16 +227,26 @@ impl Outbox {
         let _owner = Owner::claim(self);
         let mut at = 0;
         std::future::poll_fn(|cx| {
-            let state = self.inner.lock();
-            let stream = state.writer.as_ref();
+            let mut state = self.inner.lock();
             while at < data.len() {
-                match stream.try_write(&data[at..]) {
-                    Ok(n) => at += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::task::ready!(stream.poll_write_ready(cx))?;
+                let error = match state.writer.as_ref().try_write(&data[at..]) {
+                    Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                    Ok(n) => {
+                        at += n;
+                        continue;
                     }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match state.writer.as_ref().poll_write_ready(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(e)) => e,
+                        }
+                    }
+                    Err(e) => e,
+                };
+                // Later sends fail too, rather than write after a gap.
+                self.inner.fail(&mut state, error.kind());
+                return Poll::Ready(Err(error));
             }
             Poll::Ready(Ok(()))
         })
