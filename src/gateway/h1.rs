@@ -174,7 +174,11 @@ impl Conn {
                 None => super::invoke::full(Bytes::new()),
             })
         };
-        let sent = match self.send(&mut out).await {
+        let sent = match self
+            .outbox
+            .send_holding_at_most(&mut out, COALESCE_BODY as usize)
+            .await
+        {
             // A streamed body waits for the head to be written, so that a failed write can still
             // hand the body back untouched.
             Ok(()) if !whole => self.outbox.flushed().await,
@@ -252,15 +256,6 @@ impl Conn {
         }
     }
 
-    /// Sends `out` (emptying it): with the serving thread's other writes, waiting for it to be
-    /// written only when it is large.
-    async fn send(&self, out: &mut BytesMut) -> io::Result<()> {
-        if self.outbox.send(out)? >= COALESCE_BODY as usize {
-            self.outbox.flushed().await?;
-        }
-        Ok(())
-    }
-
     /// The next piece of the answer's body; `None` at its end.
     pub fn poll_body(
         &mut self,
@@ -319,8 +314,10 @@ async fn send_rest(
         }
         out.clear();
         encode_data(framing, &data, &mut out);
-        outbox.send(&mut out).map_err(ExchangeError::Write)?;
-        outbox.flushed().await.map_err(ExchangeError::Write)?;
+        outbox
+            .send_holding_at_most(&mut out, 0)
+            .await
+            .map_err(ExchangeError::Write)?;
     }
     if let Framing::Length(n) = framing
         && sent != n

@@ -458,10 +458,9 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        if self.outbox.send(&mut self.out)? >= WRITE_BATCH {
-            self.outbox.flushed().await?;
-        }
-        Ok(())
+        self.outbox
+            .send_holding_at_most(&mut self.out, WRITE_BATCH)
+            .await
     }
 
     /// Closes the sending side and reads what the client still sends for a moment, so the answer

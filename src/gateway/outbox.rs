@@ -176,6 +176,15 @@ impl Outbox {
         Ok(state.pending.len())
     }
 
+    /// `send`, then waits for the bytes to be written when more than `most` wait, so that a
+    /// large answer or body does not pile up in memory.
+    pub async fn send_holding_at_most(&self, data: &mut BytesMut, most: usize) -> io::Result<()> {
+        if self.send(data)? > most {
+            self.flushed().await?;
+        }
+        Ok(())
+    }
+
     /// Sends `data` after what was sent before (copied: for small, rare messages).
     pub fn send_slice(&self, data: &[u8]) -> io::Result<()> {
         let mut state = self.inner.lock();
@@ -228,27 +237,12 @@ impl Outbox {
         let mut at = 0;
         std::future::poll_fn(|cx| {
             let mut state = self.inner.lock();
-            while at < data.len() {
-                let error = match state.writer.as_ref().try_write(&data[at..]) {
-                    Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
-                    Ok(n) => {
-                        at += n;
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match state.writer.as_ref().poll_write_ready(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(())) => continue,
-                            Poll::Ready(Err(e)) => e,
-                        }
-                    }
-                    Err(e) => e,
-                };
+            let written = poll_write(&state.writer, data, &mut at, cx);
+            if let Poll::Ready(Err(e)) = &written {
                 // Later sends fail too, rather than write after a gap.
-                self.inner.fail(&mut state, error.kind());
-                return Poll::Ready(Err(error));
+                self.inner.fail(&mut state, e.kind());
             }
-            Poll::Ready(Ok(()))
+            written
         })
         .await
     }
@@ -329,23 +323,21 @@ impl Inner {
 
     /// Writes as much of `pending` as the socket takes now; hands the rest to a drainer.
     fn write_now(self: &Arc<Self>, state: &mut State) {
-        while !state.pending.is_empty() {
-            match state.writer.as_ref().try_write(&state.pending) {
-                Ok(0) => {
-                    self.fail(state, io::ErrorKind::WriteZero);
-                    return;
-                }
-                Ok(n) => state.pending.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.start_drainer(state);
-                    return;
-                }
-                Err(e) => {
-                    self.fail(state, e.kind());
-                    return;
-                }
-            }
+        // Nothing else polls this socket's writability now (no drainer, no direct write), so a
+        // waker that does nothing may stand in until the drainer registers its own.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut at = 0;
+        let written = poll_write(&state.writer, &state.pending, &mut at, &mut cx);
+        state.pending.advance(at);
+        match written {
+            Poll::Ready(Ok(())) => self.all_written(state),
+            Poll::Ready(Err(e)) => self.fail(state, e.kind()),
+            Poll::Pending => self.start_drainer(state),
         }
+    }
+
+    /// `pending` is empty: a large buffer is let go, and a waiting task told.
+    fn all_written(&self, state: &mut State) {
         if state.pending.capacity() > KEEP_PENDING {
             state.pending = BytesMut::new();
         }
@@ -392,47 +384,49 @@ impl Inner {
     /// written (or failed), or when some went and the socket is full again.
     fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Drain> {
         let mut state = self.lock();
-        let mut progressed = false;
-        loop {
-            if state.failed.is_some() {
-                return Poll::Ready(Drain::Done);
-            }
-            if state.pending.is_empty() {
+        if state.failed.is_some() {
+            return Poll::Ready(Drain::Done);
+        }
+        let mut at = 0;
+        let written = poll_write(&state.writer, &state.pending, &mut at, cx);
+        state.pending.advance(at);
+        match written {
+            Poll::Ready(Ok(())) => {
                 state.draining = false;
-                if state.pending.capacity() > KEEP_PENDING {
-                    state.pending = BytesMut::new();
-                }
-                self.tell_waiting(&mut state);
-                return Poll::Ready(Drain::Done);
+                self.all_written(&mut state);
+                Poll::Ready(Drain::Done)
             }
-            match state.writer.as_ref().try_write(&state.pending) {
-                Ok(0) => {
-                    self.fail(&mut state, io::ErrorKind::WriteZero);
-                    return Poll::Ready(Drain::Done);
-                }
-                Ok(n) => {
-                    state.pending.advance(n);
-                    progressed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match state.writer.as_ref().poll_write_ready(cx) {
-                        // Some went: the stall timer starts again.
-                        Poll::Pending if progressed => return Poll::Ready(Drain::Progress),
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(e)) => {
-                            self.fail(&mut state, e.kind());
-                            return Poll::Ready(Drain::Done);
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.fail(&mut state, e.kind());
-                    return Poll::Ready(Drain::Done);
-                }
+            Poll::Ready(Err(e)) => {
+                self.fail(&mut state, e.kind());
+                Poll::Ready(Drain::Done)
             }
+            // Some went: the stall timer starts again.
+            Poll::Pending if at > 0 => Poll::Ready(Drain::Progress),
+            Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Writes `buf[*at..]` as the socket takes it, moving `at` on. `Pending` when the socket is
+/// full, with `cx`'s waker registered for when it takes more.
+fn poll_write(
+    writer: &OwnedWriteHalf,
+    buf: &[u8],
+    at: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    let stream = writer.as_ref();
+    while *at < buf.len() {
+        match stream.try_write(&buf[*at..]) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => *at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::task::ready!(stream.poll_write_ready(cx))?;
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// What a drainer's step came to.

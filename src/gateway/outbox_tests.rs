@@ -60,6 +60,16 @@ async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
     got
 }
 
+/// Everything the peer gets until the writer closes.
+async fn read_to_end(peer: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    got
+}
+
 #[tokio::test]
 async fn without_phases_a_send_is_written_at_once() {
     let (client, mut peer) = pair().await;
@@ -137,11 +147,7 @@ fn shutdown_writes_what_is_pending_then_closes() {
         let outbox = Outbox::new(client.into_split().1);
         outbox.send_slice(b"bye").expect("send");
         outbox.shutdown().await.expect("shutdown");
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
-            .await
-            .expect("in time")
-            .expect("read");
+        let got = read_to_end(&mut peer).await;
         assert_eq!(got, b"bye");
     });
 }
@@ -155,11 +161,7 @@ fn an_outbox_dropped_while_queued_is_still_written() {
         outbox.send_slice(b"last words").expect("send");
         drop(outbox);
         drop(read_half);
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
-            .await
-            .expect("in time")
-            .expect("read");
+        let got = read_to_end(&mut peer).await;
         assert_eq!(got, b"last words");
     });
 }

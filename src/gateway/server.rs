@@ -212,14 +212,28 @@ pub fn local_addr(listener: &TcpListener) -> SocketAddr {
 /// between SIGTERM and SIGKILL.
 pub const DRAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(25);
 
-/// Waits for `serve` (started with `shutdown`) to drain after `shutdown` was cancelled, for up to
-/// `DRAIN_WITHIN`.
-pub async fn drain(serve: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(DRAIN_WITHIN, serve).await.is_err() {
-        tracing::warn!(
-            within_s = DRAIN_WITHIN.as_secs(),
-            "connections were still open when the gateway stopped"
-        );
+/// Runs `serve` (started with `shutdown`) until it ends or a stop signal comes. At the signal,
+/// prints `{name}: stopping (...)`, cancels `shutdown` and waits up to `DRAIN_WITHIN` for the
+/// requests in flight to be answered, so that what the caller stops next (instances, the
+/// process) does not cut them.
+pub async fn serve_until_stopped(
+    name: &str,
+    serve: impl std::future::Future<Output = ()>,
+    shutdown: &CancellationToken,
+) {
+    tokio::pin!(serve);
+    tokio::select! {
+        () = &mut serve => {}
+        which = stop_signal() => {
+            println!("{name}: stopping ({which})");
+            shutdown.cancel();
+            if tokio::time::timeout(DRAIN_WITHIN, serve).await.is_err() {
+                tracing::warn!(
+                    within_s = DRAIN_WITHIN.as_secs(),
+                    "connections were still open when the gateway stopped"
+                );
+            }
+        }
     }
 }
 

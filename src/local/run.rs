@@ -212,16 +212,8 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         shutdown.clone(),
         options.serving_threads,
     );
-    tokio::pin!(serve);
-    tokio::select! {
-        () = &mut serve => {}
-        which = server::stop_signal() => {
-            println!("kfaas local: stopping ({which})");
-            shutdown.cancel();
-            // Requests in flight are answered before their instances are stopped.
-            server::drain(serve).await;
-        }
-    }
+    // Requests in flight are answered before their instances are stopped.
+    server::serve_until_stopped("kfaas local", serve, &shutdown).await;
     watcher.abort();
     scaler.abort();
     admin_task.abort();

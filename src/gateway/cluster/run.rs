@@ -336,17 +336,9 @@ pub async fn run(
         shutdown.clone(),
         options.serving_threads,
     );
-    tokio::pin!(serve);
-    tokio::select! {
-        () = &mut serve => {}
-        _ = server::stop_signal() => {
-            println!("kfaas gateway: stopping");
-            shutdown.cancel();
-            // Requests in flight are answered (Kubernetes has stopped sending new ones to a
-            // terminating pod's endpoints, or soon will).
-            server::drain(serve).await;
-        }
-    }
+    // Requests in flight are answered (Kubernetes has stopped sending new ones to a terminating
+    // pod's endpoints, or soon will).
+    server::serve_until_stopped("kfaas gateway", serve, &shutdown).await;
     for task in tasks {
         task.abort();
     }
