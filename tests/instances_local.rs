@@ -11,7 +11,10 @@ use std::{
 
 use kfaas::{
     backend::{Backend, BackendError, FunctionKey, ReadyInstances},
-    local::instances::{LocalFunctionSpec, LocalInstances, OutputSink},
+    local::{
+        instance_env::HostEnv,
+        instances::{LocalFunctionSpec, LocalInstances, OutputSink},
+    },
     runtime::RuntimeKind,
 };
 use support::fixture;
@@ -59,7 +62,8 @@ impl Capture {
 fn manager() -> (LocalInstances, Arc<Capture>) {
     let capture = Arc::new(Capture::default());
     let bin = PathBuf::from(support::kfaas());
-    let instances = LocalInstances::with_sink(bin, capture.clone()).expect("inside tokio");
+    let instances = LocalInstances::with_sink(bin, HostEnv::from_process(&[]), capture.clone())
+        .expect("inside tokio");
     (instances, capture)
 }
 

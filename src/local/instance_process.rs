@@ -27,7 +27,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::instances::{LocalFunctionSpec, OutputSink, Protocol};
+use super::{
+    instance_env::HostEnv,
+    instances::{LocalFunctionSpec, OutputSink, Protocol},
+};
 use crate::{backend::FunctionKey, runtime};
 
 /// How long an instance may take from spawn to ready before it counts as failed.
@@ -58,6 +61,8 @@ pub struct InstancePlan {
     pub id: String,
     pub spec: Arc<LocalFunctionSpec>,
     pub kfaas_bin: std::path::PathBuf,
+    /// What the instance gets of this machine's environment.
+    pub host_env: Arc<HostEnv>,
     pub sink: Arc<dyn OutputSink>,
     /// Wait this long before spawning (back-off after failures).
     pub delay: Duration,
@@ -156,20 +161,13 @@ fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
             let mut cmd = Command::new(program);
             cmd.args(args)
                 .current_dir(&spec.code_dir)
+                .env_clear()
+                .envs(plan.host_env.passed.iter().cloned())
                 .envs(&spec.env)
                 .env(&spec.http_port_env, port.to_string());
             (cmd, Some(SocketAddr::from(([127, 0, 0, 1], port))))
         }
     };
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with("KFAAS_")
-            && key_text != "KFAAS_RUNTIMES_DIR"
-            && key_text != "KFAAS_LOG"
-        {
-            cmd.env_remove(&key);
-        }
-    }
     let stdin = match spec.protocol {
         Protocol::Lambda => Stdio::piped(),
         Protocol::Http => Stdio::null(),
@@ -215,6 +213,11 @@ fn in_own_session(cmd: &mut Command) {
 fn runtime_command(plan: &InstancePlan) -> Command {
     let spec = &plan.spec;
     let mut cmd = Command::new(&plan.kfaas_bin);
+    // The runtime passes its environment on to the handler, with the Lambda variables and the
+    // Function's own on top (`--env`).
+    cmd.env_clear()
+        .envs(plan.host_env.passed.iter().cloned())
+        .envs(plan.host_env.runtime.iter().cloned());
     cmd.arg("runtime")
         .arg("--exit-with-parent")
         .args(["--listen", "127.0.0.1:0"])

@@ -24,7 +24,10 @@ use std::{
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::instance_process::{Exit, InstanceEvents, InstancePlan, run_instance};
+use super::{
+    instance_env::HostEnv,
+    instance_process::{Exit, InstanceEvents, InstancePlan, run_instance},
+};
 use crate::{
     backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
     runtime::RuntimeKind,
@@ -165,6 +168,7 @@ struct Entry {
 
 struct Inner {
     kfaas_bin: PathBuf,
+    host_env: Arc<HostEnv>,
     sink: Arc<dyn OutputSink>,
     handle: tokio::runtime::Handle,
     functions: Mutex<HashMap<FunctionKey, Entry>>,
@@ -182,13 +186,15 @@ pub struct LocalInstances {
 
 impl LocalInstances {
     /// A manager that starts lambda instances as `kfaas_bin runtime ...` (the running binary,
-    /// `std::env::current_exe()`, in production). Must be called inside a tokio runtime.
-    pub fn new(kfaas_bin: PathBuf) -> Result<Self, InstancesError> {
-        Self::with_sink(kfaas_bin, Arc::new(StdoutSink))
+    /// `std::env::current_exe()`, in production), giving each instance `host_env` from this
+    /// machine's environment. Must be called inside a tokio runtime.
+    pub fn new(kfaas_bin: PathBuf, host_env: HostEnv) -> Result<Self, InstancesError> {
+        Self::with_sink(kfaas_bin, host_env, Arc::new(StdoutSink))
     }
 
     pub fn with_sink(
         kfaas_bin: PathBuf,
+        host_env: HostEnv,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, InstancesError> {
         let handle =
@@ -196,6 +202,7 @@ impl LocalInstances {
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 kfaas_bin,
+                host_env: Arc::new(host_env),
                 sink,
                 handle,
                 functions: Mutex::new(HashMap::new()),
@@ -395,6 +402,7 @@ impl Inner {
             id,
             spec: entry.spec.clone(),
             kfaas_bin: self.kfaas_bin.clone(),
+            host_env: self.host_env.clone(),
             sink: self.sink.clone(),
             delay,
             stop,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     config::{LocalConfig, load_dir},
+    instance_env::HostEnv,
     instances::{LocalFunctionSpec, LocalInstances, Protocol},
 };
 use crate::{
@@ -41,6 +42,8 @@ pub struct LocalOptions {
     pub max_held_requests: u32,
     /// Threads serving requests.
     pub serving_threads: usize,
+    /// What instances get of this machine's environment.
+    pub host_env: HostEnv,
 }
 
 /// Why `kfaas local` could not start.
@@ -148,7 +151,7 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     check_runtimes(&config);
 
     let instances = Arc::new(
-        LocalInstances::new(options.kfaas_bin.clone())
+        LocalInstances::new(options.kfaas_bin.clone(), options.host_env.clone())
             .map_err(|e| LocalError::Instances(e.to_string()))?,
     );
     instances.set_functions(local_specs(&config));

@@ -35,12 +35,18 @@ fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<Stri
 
 impl LocalServer {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Starts `kfaas local` with `env` added to (a copy of) this process's environment.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kfaas"))
             .arg("local")
             .arg(dir)
             .args(["--port", "0", "--exit-with-parent"])
             .args(extra)
             .env("KFAAS_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,85 @@
+//! What of the machine's environment `kfaas local` gives function instances: a defined set, as
+//! Lambda does, not the developer's whole shell.
+
+mod common;
+
+use common::{LocalServer, repo};
+use serde_json::Value;
+
+/// The environment the function at `path` answers with.
+async fn env_of(server: &LocalServer, path: &str) -> serde_json::Map<String, Value> {
+    let response = reqwest::get(server.url(path)).await.expect("request");
+    assert_eq!(response.status(), 200, "{path}");
+    match response.json::<Value>().await.expect("json") {
+        Value::Object(env) => env,
+        other => panic!("{path} answered {other}"),
+    }
+}
+
+#[tokio::test]
+async fn instances_get_a_defined_environment_not_the_whole_shell() {
+    let server = LocalServer::start_with_env(
+        &repo().join("tests/fixtures/local-env"),
+        &["--no-access-log", "--pass-env", "MY_*"],
+        &[
+            ("SECRET_TOKEN", "must-not-leak"),
+            ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
+            ("AWS_PROFILE", "the-developers"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("MY_SETTING", "passed-by-pattern"),
+            ("LC_ALL", "C.UTF-8"),
+        ],
+    );
+    let path = std::env::var("PATH").expect("PATH");
+    for route in ["/lambda", "/http"] {
+        let env = env_of(&server, route).await;
+        let get = |name: &str| env.get(name).and_then(Value::as_str);
+        assert_eq!(get("PATH"), Some(path.as_str()), "{route}: PATH is passed");
+        assert_eq!(get("LC_ALL"), Some("C.UTF-8"), "{route}: the locale is");
+        assert_eq!(get("AWS_ACCESS_KEY_ID"), Some("AKIDEXAMPLE"), "{route}");
+        assert_eq!(get("MY_SETTING"), Some("passed-by-pattern"), "{route}");
+        assert_eq!(get("GREETING"), Some("from-the-function"), "{route}");
+        for hidden in ["SECRET_TOKEN", "NODE_EXTRA_CA_CERTS", "KFAAS_LOG"] {
+            assert_eq!(get(hidden), None, "{route}: {hidden} is not passed");
+        }
+        assert!(
+            !env.keys().any(|k| k.starts_with("KFAAS_")),
+            "{route}: no kfaas setting reaches a function: {:?}",
+            env.keys().collect::<Vec<_>>()
+        );
+    }
+    let lambda = env_of(&server, "/lambda").await;
+    assert_eq!(
+        lambda.get("AWS_PROFILE").and_then(Value::as_str),
+        Some("the-functions-own"),
+        "the Function's own environment wins over the machine's"
+    );
+    assert_eq!(
+        lambda
+            .get("AWS_LAMBDA_FUNCTION_NAME")
+            .and_then(Value::as_str),
+        Some("env-lambda")
+    );
+    let http = env_of(&server, "/http").await;
+    assert_eq!(
+        http.get("AWS_PROFILE").and_then(Value::as_str),
+        Some("the-developers"),
+        "the AWS SDK settings are passed"
+    );
+}
+
+#[test]
+fn a_bad_pass_env_name_is_one_clear_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kfaas"))
+        .arg("local")
+        .arg(repo().join("tests/fixtures/local-env"))
+        .args(["--port", "0", "--pass-env", "NODE-OPTIONS"])
+        .output()
+        .expect("run kfaas local");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kfaas local: --pass-env \"NODE-OPTIONS\": not a variable name"),
+        "{stderr}"
+    );
+}
