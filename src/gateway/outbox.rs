@@ -229,22 +229,41 @@ impl Outbox {
     }
 
     /// Sends `data` and waits until it is written: for large bodies, which are not copied.
+    /// Fails with `TimedOut`, as a drainer does, when the peer takes nothing for `SEND_STALL`.
     pub async fn write_all(&self, data: &[u8]) -> io::Result<()> {
         self.flushed().await?;
         // This task owns the socket meanwhile: a send made now waits in `pending` until after
         // `data` (see `Owner`).
         let _owner = Owner::claim(self);
         let mut at = 0;
-        std::future::poll_fn(|cx| {
-            let mut state = self.inner.lock();
-            let written = poll_write(&state.writer, data, &mut at, cx);
-            if let Poll::Ready(Err(e)) = &written {
-                // Later sends fail too, rather than write after a gap.
-                self.inner.fail(&mut state, e.kind());
+        loop {
+            let before = at;
+            let step = std::future::poll_fn(|cx| {
+                let mut state = self.inner.lock();
+                match poll_write(&state.writer, data, &mut at, cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Drain::Done)),
+                    Poll::Ready(Err(e)) => {
+                        // Later sends fail too, rather than write after a gap.
+                        self.inner.fail(&mut state, e.kind());
+                        Poll::Ready(Err(e))
+                    }
+                    // Some went: the stall timer starts again.
+                    Poll::Pending if at > before => Poll::Ready(Ok(Drain::Progress)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match tokio::time::timeout(SEND_STALL, step).await {
+                Ok(Ok(Drain::Done)) => return Ok(()),
+                Ok(Ok(Drain::Progress)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    let mut state = self.inner.lock();
+                    self.inner.fail(&mut state, io::ErrorKind::TimedOut);
+                    let message = format!("the peer took nothing for {SEND_STALL:?}");
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+                }
             }
-            written
-        })
-        .await
+        }
     }
 
     /// Closes the sending side once what was sent is written (a FIN after the last answer).

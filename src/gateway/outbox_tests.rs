@@ -234,3 +234,20 @@ async fn a_peer_that_takes_nothing_fails_the_write_after_the_stall_limit() {
         Some(io::ErrorKind::TimedOut)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_direct_write_to_a_peer_that_takes_nothing_fails_after_the_stall_limit() {
+    let (client, _peer) = small_buffered_pair().await;
+    let outbox = Outbox::new(client.into_split().1);
+    let error = outbox
+        .write_all(&vec![7u8; 512 * 1024])
+        .await
+        .expect_err("a peer that never reads");
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(
+        outbox.failure().map(|e| e.kind()),
+        Some(io::ErrorKind::TimedOut),
+        "later sends fail too"
+    );
+    assert!(outbox.send_slice(b"after").is_err());
+}
