@@ -1,5 +1,5 @@
 //! kfaas: the AWS Lambda + API Gateway model on Kubernetes, and on a laptop with no cluster.
-// Denied rather than forbidden: one reviewed exception, `local::instance_process::in_own_session`.
+// Denied rather than forbidden: one reviewed exception, `session::in_own_session`.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -12,4 +12,5 @@ pub mod import;
 pub mod local;
 pub mod objects;
 pub mod runtime;
+pub mod session;
 pub mod workload;

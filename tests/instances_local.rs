@@ -1,4 +1,5 @@
-//! The local instance manager: real `kfaas runtime` children and real HTTP functions.
+//! The local instance manager: real function runtimes (with real handler processes) and real
+//! HTTP functions.
 
 #[path = "fixtures/runtime/support.rs"]
 mod support;
@@ -202,26 +203,75 @@ async fn graceful_stop_loses_no_in_flight_invocation() {
     );
 }
 
+fn kill_hard(pid: u64) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
 #[tokio::test]
-async fn a_dead_instance_is_replaced() {
+async fn a_lambda_instance_whose_handler_dies_starts_another_handler() {
     let (instances, _capture) = manager();
     let key = FunctionKey::new("default", "phoenix");
     instances.set_functions(vec![node_fn("phoenix", "handlers.info")]);
     let mut rx = instances.ready_instances(&key).expect("known");
     instances.scale(&key, 1).expect("scale");
+    let instance = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    let first = support::invoke(instance.addr, "{}", None).await;
+    let pid = first.ok()["pid"].as_u64().expect("the handler's pid");
+    kill_hard(pid);
+    // As Lambda does, the next invocation gets a new handler process (a fresh init).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let out = support::invoke(instance.addr, "{}", None).await;
+        if let Some(new_pid) = out.json()["pid"].as_u64() {
+            break new_pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new handler: {:?}",
+            out.json()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(second, pid, "a new handler process");
+    assert_eq!(rx.borrow().len(), 1);
+    assert_eq!(rx.borrow()[0].id, instance.id, "the same instance");
+    instances.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_http_instance_is_replaced() {
+    let (instances, _capture) = manager();
+    let key = FunctionKey::new("default", "web-phoenix");
+    let spec = LocalFunctionSpec::http(
+        key.clone(),
+        fixture("http"),
+        vec!["node".into(), "server.js".into()],
+    );
+    instances.set_functions(vec![spec]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
     let first = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
-    let pid = support::listener_pid(first.addr).expect("runtime pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
+    let body: serde_json::Value = reqwest::get(format!("http://{}/", first.addr))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    kill_hard(body["pid"].as_u64().expect("pid"));
     let second = wait_ready(&mut rx, Duration::from_secs(20), |r| {
         r.len() == 1 && r[0].id != first.id
     })
     .await[0]
         .clone();
-    support::invoke(second.addr, "{}", None).await.ok();
+    let status = reqwest::get(format!("http://{}/", second.addr))
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status, 200);
     instances.shutdown().await;
 }
 

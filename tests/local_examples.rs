@@ -137,8 +137,19 @@ async fn http_functions_are_reverse_proxied() {
 
 #[tokio::test]
 async fn sigterm_stops_the_function_instances_too() {
-    let server = LocalServer::start(&repo().join("examples/echo-http"), &["--no-access-log"]);
-    let response = reqwest::get(server.url("/x")).await.expect("request");
+    sigterm_stops_the_instances_of("examples/echo-http", "/x").await;
+}
+
+/// A `lambda` function's handler processes are children of `kfaas local` (its runtime runs
+/// inside it): they stop with it too.
+#[tokio::test]
+async fn sigterm_stops_lambda_handler_processes_too() {
+    sigterm_stops_the_instances_of("examples/hello", "/hello?name=x").await;
+}
+
+async fn sigterm_stops_the_instances_of(example: &str, path: &str) {
+    let server = LocalServer::start(&repo().join(example), &["--no-access-log"]);
+    let response = reqwest::get(server.url(path)).await.expect("request");
     assert_eq!(response.status(), 200);
     let children = server.children();
     assert!(

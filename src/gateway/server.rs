@@ -23,6 +23,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
     threads: usize,
+    serving: ServingThreads,
 ) {
     let listener = match listener.into_std() {
         Ok(listener) => listener,
@@ -36,6 +37,7 @@ pub async fn serve(
         let started = listener.try_clone().and_then(|listener| {
             let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
             let gateway = Arc::clone(&gateway);
+            let serving = serving.clone();
             // A token of the thread's own: every waiting connection registers with its token,
             // under that token's lock, which threads sharing one token would contend for.
             let shutdown = shutdown.child_token();
@@ -49,13 +51,22 @@ pub async fn serve(
                         .on_thread_park(super::outbox::flush_queued)
                         .enable_all()
                         .build()?;
-                    runtime.block_on(async move {
+                    let host = GuestHost {
+                        handle: runtime.handle().clone(),
+                        tracker: tokio_util::task::TaskTracker::new(),
+                        stopping: CancellationToken::new(),
+                    };
+                    serving.started(n, host.clone());
+                    let served = runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         let _ticker = AbortOnDrop(tokio::spawn(keep_timer_armed()));
                         let _flusher = AbortOnDrop(tokio::spawn(super::outbox::flusher()));
                         accept_loop(gateway, listener, shutdown).await;
+                        stop_guests(&host).await;
                         Ok::<_, std::io::Error>(())
-                    })?;
+                    });
+                    serving.ended(n);
+                    served?;
                     drop(done);
                     Ok::<_, std::io::Error>(())
                 })?;
@@ -77,6 +88,70 @@ pub async fn serve(
         // An error means the thread ended (or failed) without sending; either way it is done.
         let _ = finished_rx.await;
     }
+}
+
+/// The runtimes of the serving threads while they run, for work that is best done on the thread
+/// that serves the requests it answers: `kfaas local` runs its function runtimes there, as
+/// guests. A thread that stops serving (its connections drained) stops its guests and waits for
+/// them before it exits, so they stop gracefully rather than being dropped with its runtime.
+#[derive(Clone, Default)]
+pub struct ServingThreads {
+    hosts: Arc<std::sync::Mutex<Vec<Option<GuestHost>>>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Where a guest runs: a serving thread's runtime, with what tells its guests to stop.
+#[derive(Clone, Debug)]
+pub struct GuestHost {
+    pub handle: tokio::runtime::Handle,
+    /// The thread waits for these tasks before it exits.
+    pub tracker: tokio_util::task::TaskTracker,
+    /// Cancelled when the thread stops serving: its guests stop.
+    pub stopping: CancellationToken,
+}
+
+impl ServingThreads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<GuestHost>>> {
+        self.hosts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn started(&self, n: usize, host: GuestHost) {
+        let mut hosts = self.lock();
+        if hosts.len() <= n {
+            hosts.resize(n + 1, None);
+        }
+        hosts[n] = Some(host);
+    }
+
+    fn ended(&self, n: usize) {
+        if let Some(slot) = self.lock().get_mut(n) {
+            *slot = None;
+        }
+    }
+
+    /// A serving thread that still serves, each in turn; `None` when none does.
+    pub fn pick(&self) -> Option<GuestHost> {
+        let hosts = self.lock();
+        let live: Vec<&GuestHost> = hosts
+            .iter()
+            .flatten()
+            .filter(|h| !h.stopping.is_cancelled())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(live[turn % live.len()].clone())
+    }
+}
+
+/// Stops a serving thread's guests and waits for them.
+async fn stop_guests(host: &GuestHost) {
+    host.stopping.cancel();
+    host.tracker.close();
+    host.tracker.wait().await;
 }
 
 /// Keeps a timer due within a second on this thread's runtime. Every request arms a deadline

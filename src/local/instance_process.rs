@@ -1,11 +1,14 @@
 //! The life of one local function instance: start its process, learn its address and
 //! readiness, forward its output, and stop it gracefully or notice that it died.
 //!
-//! A `lambda` instance is a `kfaas runtime` child on `127.0.0.1:0`: it announces its address
+//! A `lambda` instance is what `kfaas runtime` runs, inside this process, on a serving thread
+//! (a request, its invocation and the handler's answer then cross no other process), with the
+//! handler processes as its children. It serves on `127.0.0.1:0` and announces its address
 //! (`KFAAS_LISTENING`) and readiness (`KFAAS_READY`, or `KFAAS_INIT_FAILED`, after which it
-//! still answers with the init error) on stdout, so readiness costs no polling. An `http`
-//! instance runs the function's own command with `PORT` set to a free port and is ready when
-//! that port accepts a connection.
+//! still answers with the init error) on the instance's output pipe, as a `kfaas runtime`
+//! child does on its stdout, so readiness costs no polling. An `http` instance runs the
+//! function's own command with `PORT` set to a free port and is ready when that port accepts a
+//! connection.
 
 use std::{
     io::{self, Read},
@@ -16,13 +19,14 @@ use std::{
 };
 
 use nix::{
-    sys::signal::{Signal, kill, killpg},
+    sys::signal::{Signal, killpg},
     unistd::Pid,
 };
 use tokio::{
     net::TcpStream,
     process::{Child, Command},
     sync::mpsc,
+    task::JoinHandle,
     time::{Instant, sleep},
 };
 use tokio_util::sync::CancellationToken;
@@ -31,10 +35,16 @@ use super::{
     instance_env::HostEnv,
     instances::{LocalFunctionSpec, OutputSink, Protocol},
 };
-use crate::{backend::FunctionKey, runtime};
+use crate::{
+    backend::FunctionKey,
+    gateway::server::GuestHost,
+    runtime::{self, HandlerProcess, RuntimeConfig, RuntimeOptions},
+};
 
 /// How long an instance may take from spawn to ready before it counts as failed.
 const START_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a handler process may take to initialise, as `kfaas runtime`'s default (Lambda's).
+const INIT_TIMEOUT_SECONDS: u32 = 10;
 /// How often an `http` instance's port is tried while it starts.
 const PORT_POLL: Duration = Duration::from_millis(5);
 
@@ -63,6 +73,10 @@ pub struct InstancePlan {
     pub kfaas_bin: std::path::PathBuf,
     /// What the instance gets of this machine's environment.
     pub host_env: Arc<HostEnv>,
+    /// Where a `lambda` instance's runtime runs: a serving thread, as its guest...
+    pub host: Option<GuestHost>,
+    /// ... or, when none serves, this runtime.
+    pub handle: tokio::runtime::Handle,
     pub sink: Arc<dyn OutputSink>,
     /// Wait this long before spawning (back-off after failures).
     pub delay: Duration,
@@ -87,7 +101,7 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
             () = plan.stop.cancelled() => return Exit::Stopped,
         }
     }
-    let (mut child, mut announcements, http_addr) = match spawn(plan) {
+    let (mut running, mut announcements, http_addr) = match spawn(plan) {
         Ok(spawned) => spawned,
         Err(e) => {
             plan.sink.line(
@@ -97,10 +111,6 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
             return Exit::StartFailed(e.to_string());
         }
     };
-    // Held (not left in `child`, whose `wait` would close it) until this instance ends: a
-    // `kfaas runtime` started with `--exit-with-parent` shuts down when it closes, which also
-    // happens when this whole process dies.
-    let _parent_pipe = child.stdin.take();
     let ready = async {
         match http_addr {
             Some(addr) => wait_port(addr).await,
@@ -109,26 +119,28 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
     };
     let addr = tokio::select! {
         addr = ready => addr,
-        status = child.wait() => return Exit::StartFailed(describe(&status)),
+        how = running.wait() => {
+            return if running.stopped_with_host() { Exit::Stopped } else { Exit::StartFailed(how) };
+        }
         () = plan.stop.cancelled() => {
-            stop(plan, &mut child).await;
+            running.stop(plan).await;
             return Exit::Stopped;
         }
         () = sleep(START_DEADLINE) => {
-            signal_group(&child, Signal::SIGKILL);
-            let _ = child.wait().await;
+            running.kill().await;
             return Exit::StartFailed("not ready within the start deadline".into());
         }
     };
     let Some(addr) = addr else {
-        let status = child.wait().await;
-        return Exit::StartFailed(describe(&status));
+        return Exit::StartFailed(running.wait().await);
     };
     events.ready(&plan.key, &plan.id, addr);
     tokio::select! {
-        status = child.wait() => Exit::Died(describe(&status)),
+        how = running.wait() => {
+            if running.stopped_with_host() { Exit::Stopped } else { Exit::Died(how) }
+        }
         () = plan.stop.cancelled() => {
-            stop(plan, &mut child).await;
+            running.stop(plan).await;
             Exit::Stopped
         }
     }
@@ -139,112 +151,203 @@ fn grace(spec: &LocalFunctionSpec) -> Duration {
     spec.timeout + Duration::from_secs(5)
 }
 
+/// A started instance.
+enum Running {
+    /// An `http` function's own process.
+    Process(Child),
+    /// A `lambda` function's runtime, in this process (on a serving thread, so that a request,
+    /// its invocation and the handler's answer are handled without waking another process);
+    /// the handler processes are its children.
+    Runtime {
+        task: Option<JoinHandle<Result<(), runtime::RuntimeError>>>,
+        stop: CancellationToken,
+        /// Its serving thread's: cancelled when that thread stops serving.
+        host_stopping: Option<CancellationToken>,
+    },
+}
+
+impl Running {
+    /// Whether the instance was stopped with the serving thread it ran on (`kfaas local`
+    /// stopping), not because it failed.
+    fn stopped_with_host(&self) -> bool {
+        matches!(self, Self::Runtime { host_stopping: Some(t), .. } if t.is_cancelled())
+    }
+
+    /// Waits for the instance to end; says how. Pending forever once it has been seen ending.
+    async fn wait(&mut self) -> String {
+        match self {
+            Self::Process(child) => describe(&child.wait().await),
+            Self::Runtime { task, .. } => {
+                let Some(handle) = task.as_mut() else {
+                    return std::future::pending().await;
+                };
+                let ended = handle.await;
+                *task = None;
+                match ended {
+                    Ok(Ok(())) => "the runtime stopped".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) if e.is_cancelled() => "the runtime was cancelled".to_owned(),
+                    Err(_) => "the runtime panicked".to_owned(),
+                }
+            }
+        }
+    }
+
+    /// Ends the instance now.
+    async fn kill(&mut self) {
+        match self {
+            Self::Process(child) => {
+                signal_group(child, Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            Self::Runtime { task, .. } => {
+                // Dropping the runtime's tasks kills its handler processes (`kill_on_drop`).
+                if let Some(handle) = task.take() {
+                    handle.abort();
+                    let _ = handle.await;
+                }
+            }
+        }
+    }
+
+    /// Stops the instance gracefully, within `grace`: SIGTERM to an `http` function's process
+    /// group; a runtime finishes its invocations in flight and then stops its handlers.
+    async fn stop(&mut self, plan: &InstancePlan) {
+        let grace = grace(&plan.spec);
+        match self {
+            Self::Process(child) => signal_group(child, Signal::SIGTERM),
+            Self::Runtime { stop, .. } => stop.cancel(),
+        }
+        if tokio::time::timeout(grace, self.wait()).await.is_err() {
+            self.kill().await;
+            plan.sink.line(
+                &plan.key,
+                &format!(
+                    "kfaas: instance {} did not exit within {grace:?} of being stopped; killed",
+                    plan.id
+                ),
+            );
+        }
+    }
+}
+
 type Spawned = (
-    Child,
+    Running,
     mpsc::UnboundedReceiver<Announcement>,
     Option<SocketAddr>,
 );
 
 fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
-    let spec = &plan.spec;
-    let (mut cmd, http_addr) = match spec.protocol {
-        Protocol::Lambda => (runtime_command(plan), None),
-        Protocol::Http => {
-            let port = free_port()?;
-            let argv = spec.command.as_deref().unwrap_or_default();
-            let (program, args) = argv.split_first().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "an http function needs a command",
-                )
-            })?;
-            let mut cmd = Command::new(program);
-            cmd.args(args)
-                .current_dir(&spec.code_dir)
-                .env_clear()
-                .envs(plan.host_env.passed.iter().cloned())
-                .envs(&spec.env)
-                .env(&spec.http_port_env, port.to_string());
-            (cmd, Some(SocketAddr::from(([127, 0, 0, 1], port))))
-        }
-    };
-    let stdin = match spec.protocol {
-        Protocol::Lambda => Stdio::piped(),
-        Protocol::Http => Stdio::null(),
-    };
     // Plain pipes read by threads of their own, not by the async runtime: see `forward`.
     let (out, out_writer) = std::io::pipe()?;
     let (err, err_writer) = std::io::pipe()?;
-    cmd.stdin(stdin)
-        .stdout(out_writer)
-        .stderr(err_writer)
+    let (running, http_addr) = match plan.spec.protocol {
+        Protocol::Lambda => (start_runtime(plan, out_writer, err_writer)?, None),
+        Protocol::Http => {
+            let (child, addr) = spawn_http(plan, out_writer, err_writer)?;
+            (Running::Process(child), Some(addr))
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_forwarder("out", out, plan, Some(tx))?;
+    spawn_forwarder("err", err, plan, None)?;
+    Ok((running, rx, http_addr))
+}
+
+/// Starts an `http` function's own command with `PORT` set to a free port.
+fn spawn_http(
+    plan: &InstancePlan,
+    out: std::io::PipeWriter,
+    err: std::io::PipeWriter,
+) -> io::Result<(Child, SocketAddr)> {
+    let spec = &plan.spec;
+    let port = free_port()?;
+    let argv = spec.command.as_deref().unwrap_or_default();
+    let (program, args) = argv.split_first().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an http function needs a command",
+        )
+    })?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&spec.code_dir)
+        .env_clear()
+        .envs(plan.host_env.passed.iter().cloned())
+        .envs(&spec.env)
+        .env(&spec.http_port_env, port.to_string())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .kill_on_drop(true);
-    in_own_session(&mut cmd);
+    crate::session::in_own_session(&mut cmd);
     let child = cmd.spawn()?;
     // The command holds this process's copies of the write ends: without dropping it, the
     // readers would never see the end of the streams.
     drop(cmd);
-    let (tx, rx) = mpsc::unbounded_channel();
-    spawn_forwarder("out", out, plan, Some(tx))?;
-    spawn_forwarder("err", err, plan, None)?;
-    Ok((child, rx, http_addr))
+    Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
-/// Starts `cmd`'s process in a session of its own, which also gives it a process group of its
-/// own (so the terminal's Ctrl-C reaches only `kfaas local`, which stops its instances in order,
-/// and `killpg` reaches the instance with its children).
-///
-/// A session rather than only a group because Linux, with autogroup scheduling (the default of
-/// most desktop distributions), shares the CPU between sessions before it shares it between
-/// processes: instances in the gateway's session competed with the gateway for one share, where
-/// a backend behind HAProxy or nginx has a share of its own. Measured at 32 connections, that was
-/// ~5 % of the gateway's throughput (docs/benchmarks.md, "Sessions and write phases").
-#[allow(unsafe_code)]
-fn in_own_session(cmd: &mut Command) {
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: setsid(2) is one, and the closure allocates nothing
-    // (an `Errno` becomes an `io::Error` without allocating).
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
-    }
-}
-
-/// `kfaas runtime ...` for a lambda function, on a free loopback port it announces.
-fn runtime_command(plan: &InstancePlan) -> Command {
+/// Starts a `lambda` function's runtime (what `kfaas runtime` runs) on `plan.runtime`, on a free
+/// loopback port it announces. Its START / END / REPORT lines and announcements go to `out`,
+/// which its handler processes write to as well, so the forwarders see what they saw of a
+/// `kfaas runtime` child.
+fn start_runtime(
+    plan: &InstancePlan,
+    out: std::io::PipeWriter,
+    err: std::io::PipeWriter,
+) -> io::Result<Running> {
     let spec = &plan.spec;
-    let mut cmd = Command::new(&plan.kfaas_bin);
-    // The runtime passes its environment on to the handler, with the Lambda variables and the
-    // Function's own on top (`--env`).
-    cmd.env_clear()
-        .envs(plan.host_env.passed.iter().cloned())
-        .envs(plan.host_env.runtime.iter().cloned());
-    cmd.arg("runtime")
-        .arg("--exit-with-parent")
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--function-name")
-        .arg(&spec.key.name)
-        .arg("--code")
-        .arg(&spec.code_dir)
-        .args(["--memory-mb", &spec.memory_mb.to_string()])
-        .args([
-            "--timeout-seconds",
-            &spec.timeout.as_secs().max(1).to_string(),
-        ])
-        .args(["--concurrency", &spec.concurrency.max(1).to_string()]);
-    if let Some(kind) = spec.runtime {
-        cmd.args(["--runtime", kind.as_str()]);
-    }
-    if let Some(handler) = &spec.handler {
-        cmd.args(["--handler", handler]);
-    }
-    for (k, v) in &spec.env {
-        cmd.arg("--env").arg(format!("{k}={v}"));
-    }
-    if let Some(command) = spec.command.as_deref().filter(|c| !c.is_empty()) {
-        cmd.arg("--").args(command);
-    }
-    cmd.current_dir(&spec.code_dir);
-    cmd
+    let options = RuntimeOptions {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        runtime: spec.runtime,
+        code_dir: spec.code_dir.clone(),
+        handler: spec.handler.clone(),
+        function_name: spec.key.name.clone(),
+        memory_mb: spec.memory_mb,
+        timeout_seconds: u32::try_from(spec.timeout.as_secs().max(1)).unwrap_or(900),
+        init_timeout_seconds: INIT_TIMEOUT_SECONDS,
+        concurrency: spec.concurrency.max(1),
+        env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        external: None,
+        runtimes_dir: std::env::var_os("KFAAS_RUNTIMES_DIR").map(std::path::PathBuf::from),
+        command: spec.command.clone().unwrap_or_default(),
+    };
+    let mut config = RuntimeConfig::resolve(options, Some(&plan.kfaas_bin))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let out = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(out)));
+    let err = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(err)));
+    config.output = runtime::Output::Pipe(Arc::clone(&out));
+    config.handler_process = HandlerProcess {
+        stdio: Some((out, err)),
+        base_env: Some(plan.host_env.passed.clone()),
+        own_session: true,
+    };
+    let stop = CancellationToken::new();
+    let task = match &plan.host {
+        Some(host) => {
+            // Stopped on request, or when its serving thread stops serving.
+            let shutdown = {
+                let (stop, stopping) = (stop.clone(), host.stopping.clone());
+                async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = stopping.cancelled() => {}
+                    }
+                }
+            };
+            host.handle
+                .spawn(host.tracker.track_future(runtime::run(config, shutdown)))
+        }
+        None => plan
+            .handle
+            .spawn(runtime::run(config, stop.clone().cancelled_owned())),
+    };
+    Ok(Running::Runtime {
+        task: Some(task),
+        stop,
+        host_stopping: plan.host.as_ref().map(|h| h.stopping.clone()),
+    })
 }
 
 /// A free loopback port. Another process could take it before the function binds it; the
@@ -379,32 +482,6 @@ async fn wait_port(addr: SocketAddr) -> Option<SocketAddr> {
 fn signal_group(child: &Child, signal: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = killpg(Pid::from_raw(pid), signal);
-    }
-}
-
-/// SIGTERM, wait up to `grace`, then SIGKILL. A `kfaas runtime` gets SIGTERM alone (it drains
-/// its invocations and then stops its handlers itself); an http function's whole group gets it.
-async fn stop(plan: &InstancePlan, child: &mut Child) {
-    let grace = grace(&plan.spec);
-    match (
-        plan.spec.protocol,
-        child.id().and_then(|p| i32::try_from(p).ok()),
-    ) {
-        (Protocol::Lambda, Some(pid)) => {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        _ => signal_group(child, Signal::SIGTERM),
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(child, Signal::SIGKILL);
-        let _ = child.wait().await;
-        plan.sink.line(
-            &plan.key,
-            &format!(
-                "kfaas: instance {} did not exit within {grace:?} of SIGTERM; killed",
-                plan.id
-            ),
-        );
     }
 }
 

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::{
     backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
+    gateway::server::ServingThreads,
     runtime::RuntimeKind,
 };
 
@@ -169,10 +170,14 @@ struct Entry {
 struct Inner {
     kfaas_bin: PathBuf,
     host_env: Arc<HostEnv>,
+    /// Where `lambda` instances' runtimes run; `handle` while no serving thread serves.
+    serving: ServingThreads,
     sink: Arc<dyn OutputSink>,
     handle: tokio::runtime::Handle,
     functions: Mutex<HashMap<FunctionKey, Entry>>,
     next_id: AtomicU64,
+    /// Set when `kfaas local` begins to stop: an instance that ends is not replaced.
+    closing: std::sync::atomic::AtomicBool,
     exited: Notify,
     /// Itself, so that instance events arriving on `&self` can spawn replacements.
     me: Weak<Inner>,
@@ -188,13 +193,27 @@ impl LocalInstances {
     /// A manager that starts lambda instances as `kfaas_bin runtime ...` (the running binary,
     /// `std::env::current_exe()`, in production), giving each instance `host_env` from this
     /// machine's environment. Must be called inside a tokio runtime.
-    pub fn new(kfaas_bin: PathBuf, host_env: HostEnv) -> Result<Self, InstancesError> {
-        Self::with_sink(kfaas_bin, host_env, Arc::new(StdoutSink))
+    pub fn new(
+        kfaas_bin: PathBuf,
+        host_env: HostEnv,
+        serving: ServingThreads,
+    ) -> Result<Self, InstancesError> {
+        Self::build(kfaas_bin, host_env, serving, Arc::new(StdoutSink))
     }
 
+    /// A manager whose instances' output goes to `sink`, with their runtimes on this runtime.
     pub fn with_sink(
         kfaas_bin: PathBuf,
         host_env: HostEnv,
+        sink: Arc<dyn OutputSink>,
+    ) -> Result<Self, InstancesError> {
+        Self::build(kfaas_bin, host_env, ServingThreads::default(), sink)
+    }
+
+    fn build(
+        kfaas_bin: PathBuf,
+        host_env: HostEnv,
+        serving: ServingThreads,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, InstancesError> {
         let handle =
@@ -203,10 +222,12 @@ impl LocalInstances {
             inner: Arc::new_cyclic(|me| Inner {
                 kfaas_bin,
                 host_env: Arc::new(host_env),
+                serving,
                 sink,
                 handle,
                 functions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                closing: std::sync::atomic::AtomicBool::new(false),
                 exited: Notify::new(),
                 me: me.clone(),
             }),
@@ -276,6 +297,13 @@ impl LocalInstances {
     }
 
     /// Stops every instance of every function gracefully and waits until all have exited.
+    /// From now on an instance that ends is not replaced: the platform is stopping (its
+    /// serving threads stop the runtimes they run once their connections have drained).
+    /// Instances still start on demand meanwhile, for requests in flight.
+    pub fn close(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
+    }
+
     pub async fn shutdown(&self) {
         {
             let mut functions = self.inner.lock();
@@ -403,6 +431,8 @@ impl Inner {
             spec: entry.spec.clone(),
             kfaas_bin: self.kfaas_bin.clone(),
             host_env: self.host_env.clone(),
+            host: self.serving.pick(),
+            handle: self.handle.clone(),
             sink: self.sink.clone(),
             delay,
             stop,
@@ -480,7 +510,9 @@ impl InstanceEvents for Inner {
                     tracing::warn!(function = %key, instance = id, %how, "instance died; replacing it");
                 }
             }
-            self.reconcile_self(key, entry);
+            if !self.closing.load(Ordering::Relaxed) {
+                self.reconcile_self(key, entry);
+            }
         }
         drop(functions);
         self.exited.notify_waiters();

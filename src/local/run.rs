@@ -150,9 +150,15 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
     }
     check_runtimes(&config);
 
+    // Function runtimes run on the serving threads, once they have started.
+    let serving = server::ServingThreads::default();
     let instances = Arc::new(
-        LocalInstances::new(options.kfaas_bin.clone(), options.host_env.clone())
-            .map_err(|e| LocalError::Instances(e.to_string()))?,
+        LocalInstances::new(
+            options.kfaas_bin.clone(),
+            options.host_env.clone(),
+            serving.clone(),
+        )
+        .map_err(|e| LocalError::Instances(e.to_string()))?,
     );
     instances.set_functions(local_specs(&config));
     let backend: Arc<dyn Backend> = instances.clone();
@@ -214,9 +220,20 @@ pub async fn run(options: LocalOptions, shutdown: CancellationToken) -> Result<(
         listener,
         shutdown.clone(),
         options.serving_threads,
+        serving,
     );
+    // Once stopping, an instance that ends (a serving thread stops the runtimes it runs when its
+    // connections have drained) is not replaced.
+    let closing = {
+        let (instances, shutdown) = (Arc::clone(&instances), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            instances.close();
+        })
+    };
     // Requests in flight are answered before their instances are stopped.
     server::serve_until_stopped("kfaas local", serve, &shutdown).await;
+    closing.abort();
     watcher.abort();
     scaler.abort();
     admin_task.abort();

@@ -5,10 +5,12 @@
 //! misconfigured instance fails at once with a clear message instead of hanging.
 
 use std::{
+    ffi::OsString,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -162,6 +164,23 @@ pub struct RuntimeConfig {
     /// `LAMBDA_RUNTIME_DIR`: the bootstrap's folder, when a language runtime is used.
     pub runtime_dir: Option<PathBuf>,
     pub region: String,
+    /// Where the runtime's own lines go. Not a flag: `kfaas local`, which runs runtimes in its
+    /// own process, sets it.
+    pub output: super::report::Output,
+    /// How handler processes are started. Not a flag either: `kfaas runtime`'s handlers inherit
+    /// its stdout, stderr and environment; `kfaas local` gives them its own.
+    pub handler_process: HandlerProcess,
+}
+
+/// How handler processes are started, beyond their command.
+#[derive(Clone, Debug, Default)]
+pub struct HandlerProcess {
+    /// Their stdout and stderr; `None`: this process's.
+    pub stdio: Option<(Arc<std::fs::File>, Arc<std::fs::File>)>,
+    /// The environment under the Lambda variables; `None`: this process's, without `KFAAS_*`.
+    pub base_env: Option<Vec<(OsString, OsString)>>,
+    /// In a session of their own (see `local::instance_process`), not only a process group.
+    pub own_session: bool,
 }
 
 impl RuntimeConfig {
@@ -211,6 +230,8 @@ impl RuntimeConfig {
             user_env,
             runtime_dir,
             region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned()),
+            output: super::report::Output::Stdout,
+            handler_process: HandlerProcess::default(),
         })
     }
 

@@ -28,11 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::{
     config::{
-        ConfigError, HandlerMode, IMAGE_RUNTIMES_DIR, RuntimeConfig, RuntimeKind, RuntimeOptions,
-        find_runtimes_dir, handler_file_candidates,
+        ConfigError, HandlerMode, HandlerProcess, IMAGE_RUNTIMES_DIR, RuntimeConfig, RuntimeKind,
+        RuntimeOptions, find_runtimes_dir, handler_file_candidates,
     },
     invoke_api::{INVOKE_ERROR_HEADER, REQUEST_ID_HEADER, STREAM_HEADER},
-    report::{INIT_FAILED, LISTENING, READY},
+    report::{INIT_FAILED, LISTENING, Output, READY},
 };
 use self::{
     invoke_api::InvokeContext,
@@ -96,13 +96,19 @@ pub async fn run(
         };
         api_listeners.push(bind("Runtime API", api_addr).await?);
     }
-    report::emit(&report::listening_line(addr));
+    config.output.emit(&report::listening_line(addr));
 
     let function_arn = HeaderValue::from_str(&config.function_arn())
         .map_err(|_| RuntimeError::FunctionName(config.function_name.clone()))?;
     let owns_processes = matches!(config.mode, HandlerMode::Spawn { .. });
     let slots = usize::try_from(config.concurrency).unwrap_or(1);
-    let (pool, receivers) = Pool::new(slots, config.timeout, config.memory_mb, owns_processes);
+    let (pool, receivers) = Pool::with_output(
+        slots,
+        config.timeout,
+        config.memory_mb,
+        owns_processes,
+        config.output.clone(),
+    );
     let rapi_ctx = Arc::new(RapiContext {
         pool: pool.clone(),
         function_arn,
@@ -118,6 +124,7 @@ pub async fn run(
                 command: command.clone(),
                 cwd: config.code_dir.clone(),
                 init_timeout: config.init_timeout,
+                process: config.handler_process.clone(),
             }),
         };
         let ctx = rapi_ctx.clone();

@@ -199,15 +199,35 @@ pub struct Pool {
     owns_processes: bool,
     events: Vec<mpsc::UnboundedSender<SlotEvent>>,
     ready: watch::Sender<bool>,
+    output: report::Output,
 }
 
 impl Pool {
-    /// A pool of `slots` slots; returns each slot's event receiver for its supervisor.
+    /// A pool of `slots` slots writing to stdout; returns each slot's event receiver for its
+    /// supervisor.
+    #[cfg(test)]
     pub fn new(
         slots: usize,
         timeout: Duration,
         memory_mb: u32,
         owns_processes: bool,
+    ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<SlotEvent>>) {
+        Self::with_output(
+            slots,
+            timeout,
+            memory_mb,
+            owns_processes,
+            report::Output::Stdout,
+        )
+    }
+
+    /// As [`Pool::new`], writing START / END / REPORT and the announcements to `output`.
+    pub fn with_output(
+        slots: usize,
+        timeout: Duration,
+        memory_mb: u32,
+        owns_processes: bool,
+        output: report::Output,
     ) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<SlotEvent>>) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..slots).map(|_| mpsc::unbounded_channel()).unzip();
@@ -233,6 +253,7 @@ impl Pool {
             owns_processes,
             events: senders,
             ready: watch::channel(false).0,
+            output,
         };
         (Arc::new(pool), receivers)
     }
@@ -335,6 +356,7 @@ impl Pool {
         };
         let _ = reply.send(outcome);
         Ok(Some(report::EndReport {
+            output: self.output.clone(),
             request_id: active.request_id,
             duration,
             memory_mb: self.memory_mb,
@@ -601,7 +623,8 @@ impl Pool {
             }
             // Still before the handler can see the event: the poll is answered after this
             // section releases the lock.
-            report::emit(&report::start_line(&invocation.request_id));
+            self.output
+                .emit(&report::start_line(&invocation.request_id));
             let now = Instant::now();
             self.send(
                 slot,
@@ -625,7 +648,7 @@ impl Pool {
     fn after_failure(&self, st: &mut State, body: &Bytes) {
         if !st.announced_init_failed {
             st.announced_init_failed = true;
-            report::emit(report::INIT_FAILED);
+            self.output.emit(report::INIT_FAILED);
         }
         if !st.slots.iter().any(|s| s.phase.healthy()) {
             fail_queue(st, body);
@@ -639,7 +662,7 @@ impl Pool {
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
         if ready && !st.announced_ready {
             st.announced_ready = true;
-            report::emit(report::READY);
+            self.output.emit(report::READY);
         }
     }
 
@@ -656,6 +679,7 @@ impl Pool {
             memory_mb: self.memory_mb,
             memory,
             init,
+            output: self.output.clone(),
         }
         .emit();
     }

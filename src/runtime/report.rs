@@ -1,8 +1,9 @@
 //! The lines `kfaas runtime` writes to its stdout: the announcements a parent process waits for
 //! and Lambda's START / END / REPORT frame around each invocation's own output.
 //!
-//! Everything goes through [`emit`], which writes one whole line under the stdout lock, so a
-//! line never interleaves with handler output written to the same pipe.
+//! Everything goes through [`Output::emit`], which writes one whole line in one write call
+//! (under the stdout lock), so a line never interleaves with handler output written to the
+//! same pipe.
 
 use std::{
     io::Write,
@@ -21,15 +22,34 @@ pub const READY: &str = "KFAAS_READY";
 /// does), so a parent may route to it rather than wait for a readiness that will not come.
 pub const INIT_FAILED: &str = "KFAAS_INIT_FAILED";
 
-/// Writes `lines` (one or more, `\n`-separated) and a final newline to stdout in one write
-/// call; a closed stdout is not worth failing over.
-pub fn emit(lines: &str) {
-    let mut buf = Vec::with_capacity(lines.len() + 1);
-    buf.extend_from_slice(lines.as_bytes());
-    buf.push(b'\n');
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&buf);
-    let _ = out.flush();
+/// Where a runtime writes its lines: this process's stdout (`kfaas runtime`), or, for a runtime
+/// inside `kfaas local`, the write end of the instance's output pipe, which its handler
+/// processes write to as well (so START still comes before the handler's own lines).
+#[derive(Clone, Debug, Default)]
+pub enum Output {
+    #[default]
+    Stdout,
+    Pipe(Arc<std::fs::File>),
+}
+
+impl Output {
+    /// Writes `lines` (one or more, `\n`-separated) and a final newline in one write call; a
+    /// closed output is not worth failing over.
+    pub fn emit(&self, lines: &str) {
+        let mut buf = Vec::with_capacity(lines.len() + 1);
+        buf.extend_from_slice(lines.as_bytes());
+        buf.push(b'\n');
+        match self {
+            Self::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+            }
+            Self::Pipe(file) => {
+                let _ = (&**file).write_all(&buf);
+            }
+        }
+    }
 }
 
 pub fn listening_line(addr: SocketAddr) -> String {
@@ -77,6 +97,7 @@ pub struct EndReport {
     pub memory_mb: u32,
     pub memory: Option<Arc<MemoryProbe>>,
     pub init: Option<Duration>,
+    pub output: Output,
 }
 
 impl EndReport {
@@ -92,7 +113,7 @@ impl EndReport {
             used,
             self.init,
         ));
-        emit(&lines);
+        self.output.emit(&lines);
     }
 }
 

@@ -24,7 +24,10 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use super::pool::{ExitAction, Pool, SlotEvent};
+use super::{
+    config::HandlerProcess,
+    pool::{ExitAction, Pool, SlotEvent},
+};
 
 /// How long a handler process gets to exit after SIGTERM at shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -35,6 +38,7 @@ pub struct Launcher {
     pub command: Vec<String>,
     pub cwd: PathBuf,
     pub init_timeout: Duration,
+    pub process: HandlerProcess,
 }
 
 impl Launcher {
@@ -47,13 +51,30 @@ impl Launcher {
         cmd.args(args)
             .current_dir(&self.cwd)
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .process_group(0)
             .kill_on_drop(true);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("KFAAS_") {
-                cmd.env_remove(key);
+        match &self.process.stdio {
+            Some((out, err)) => {
+                cmd.stdout(out.try_clone()?).stderr(err.try_clone()?);
+            }
+            None => {
+                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            }
+        }
+        if self.process.own_session {
+            crate::session::in_own_session(&mut cmd);
+        } else {
+            cmd.process_group(0);
+        }
+        match &self.process.base_env {
+            Some(base) => {
+                cmd.env_clear().envs(base.iter().cloned());
+            }
+            None => {
+                for (key, _) in std::env::vars_os() {
+                    if key.to_string_lossy().starts_with("KFAAS_") {
+                        cmd.env_remove(key);
+                    }
+                }
             }
         }
         // The Lambda variables (with the user's on top) over the runtime's own environment,

@@ -335,6 +335,7 @@ pub async fn run(
         listener,
         shutdown.clone(),
         options.serving_threads,
+        server::ServingThreads::default(),
     );
     // Requests in flight are answered (Kubernetes has stopped sending new ones to a terminating
     // pod's endpoints, or soon will).
