@@ -42,6 +42,9 @@ pub struct Instance {
     pub addr: SocketAddr,
     /// How many invocations this instance serves at once.
     pub concurrency: u32,
+    /// For a `lambda` instance whose runtime runs in this process (`kfaas local`): invocations
+    /// go to it directly instead of over HTTP to `addr`.
+    pub direct: Option<crate::runtime::DirectInvoker>,
 }
 
 /// The ready instances of one function; replaced whole on every change.

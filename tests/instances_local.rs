@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use kfaas::runtime::DirectOutcome;
 use kfaas::{
     backend::{Backend, BackendError, FunctionKey, ReadyInstances},
     local::{
@@ -117,6 +119,10 @@ async fn zero_to_one_on_demand_then_scale_to_zero() {
     let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
     let out = support::invoke(ready[0].addr, r#"{"n":1}"#, Some("cold-1")).await;
     let cold = asked.elapsed();
+    assert!(
+        ready[0].direct.is_some(),
+        "the runtime runs in this process and takes invocations directly"
+    );
     assert_eq!(out.ok()["functionName"], "hello");
     eprintln!("cold start (scale 0 -> 1 -> first response): {cold:?}");
     assert!(
@@ -289,6 +295,10 @@ async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
     let mut rx = instances.ready_instances(&key).expect("known");
     instances.scale(&key, 1).expect("scale");
     let first = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    assert!(
+        first.direct.is_none(),
+        "an http function is called over HTTP"
+    );
     let body: serde_json::Value = reqwest::get(format!("http://{}/x", first.addr))
         .await
         .expect("get")
@@ -358,4 +368,58 @@ async fn an_instance_that_fails_init_is_routable_and_answers_with_the_init_error
     out.failed("init");
     assert_eq!(out.json()["errorMessage"], "init boom from node");
     instances.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcomes() {
+    let (instances, capture) = manager();
+    let key = FunctionKey::new("default", "direct");
+    let mut spec = node_fn("direct", "handlers.info");
+    spec.timeout = Duration::from_secs(1);
+    instances.set_functions(vec![spec]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
+    let direct = ready[0].direct.clone().expect("a direct invoker");
+
+    let DirectOutcome::Result(body) = direct
+        .invoke("direct-1", Bytes::from_static(br#"{"n":7}"#))
+        .await
+        .expect("invoked")
+    else {
+        panic!("a result")
+    };
+    let result: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(result["event"]["n"], 7);
+    assert_eq!(
+        result["awsRequestId"], "direct-1",
+        "the caller's request id is kept"
+    );
+    assert!(
+        capture
+            .wait_for(Duration::from_secs(5), |l| l
+                == "[direct] START RequestId: direct-1 Version: $LATEST")
+            .await,
+        "the runtime's lines reach the instance's output, prefixed"
+    );
+    // A request id that cannot travel in a Runtime API path is replaced.
+    let DirectOutcome::Result(body) = direct
+        .invoke("not/a/path", Bytes::from_static(b"{}"))
+        .await
+        .expect("invoked")
+    else {
+        panic!("a result")
+    };
+    let result: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_ne!(result["awsRequestId"], "not/a/path");
+
+    instances.scale(&key, 0).expect("scale to zero");
+    instances.shutdown().await;
+    assert!(
+        direct
+            .invoke("late", Bytes::from_static(b"{}"))
+            .await
+            .is_err(),
+        "a stopped runtime takes no invocation"
+    );
 }

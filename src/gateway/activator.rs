@@ -407,6 +407,7 @@ mod tests {
             id: "i-1".into(),
             addr: "127.0.0.1:9".parse().unwrap(),
             concurrency: 4,
+            direct: None,
         };
         let (ready, _) = watch::channel(ReadyInstances::from(vec![instance]));
         let (demand, _demand_rx) = mpsc::unbounded_channel();

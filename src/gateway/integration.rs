@@ -109,7 +109,7 @@ impl Gateway {
         let outcome = tokio::time::timeout_at(
             deadline.into(),
             self.invoker
-                .invoke_lambda(acquired.lease.instance().addr, request_id, event),
+                .invoke_lambda(acquired.lease.instance(), request_id, event),
         )
         .await;
         let integration = invoked.elapsed();

@@ -14,6 +14,7 @@ use super::{
     h1::{HOP_BY_HOP, HeadEdit, is_hop_by_hop},
     upstream::UpstreamPool,
 };
+use crate::{backend::Instance, runtime::DirectOutcome};
 
 /// Body type shared by the gateway's requests and responses.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -73,8 +74,36 @@ impl Invoker {
         self.pools.iter().map(|pool| pool.idle_count()).sum()
     }
 
-    /// Invokes a `lambda` function instance with an event.
+    /// Invokes a `lambda` function instance with an event: directly when its runtime runs in
+    /// this process, else over HTTP.
     pub async fn invoke_lambda(
+        &self,
+        instance: &Instance,
+        request_id: &HeaderValue,
+        event: Bytes,
+    ) -> Result<LambdaOutcome, InvokeError> {
+        match &instance.direct {
+            Some(direct) => {
+                let id = request_id.to_str().unwrap_or_default();
+                match direct.invoke(id, event).await {
+                    Ok(DirectOutcome::Result(body)) => Ok(LambdaOutcome::Result(body)),
+                    Ok(DirectOutcome::Failed { kind, body }) => Ok(LambdaOutcome::Failed {
+                        kind: kind.to_owned(),
+                        body,
+                    }),
+                    // As an instance that cannot be reached: 502.
+                    Err(stopping) => Err(InvokeError::Connect(stopping.to_string())),
+                }
+            }
+            None => {
+                self.invoke_over_http(instance.addr, request_id, event)
+                    .await
+            }
+        }
+    }
+
+    /// Invokes a `lambda` function instance through its runtime's invoke endpoint.
+    async fn invoke_over_http(
         &self,
         addr: SocketAddr,
         request_id: &HeaderValue,

@@ -25,7 +25,7 @@ use nix::{
 use tokio::{
     net::TcpStream,
     process::{Child, Command},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
     time::{Instant, sleep},
 };
@@ -61,7 +61,14 @@ pub enum Exit {
 
 /// What an instance reports to its manager.
 pub trait InstanceEvents: Send + Sync + 'static {
-    fn ready(&self, key: &FunctionKey, id: &str, addr: SocketAddr);
+    /// `direct`: the instance's runtime runs in this process and takes invocations directly.
+    fn ready(
+        &self,
+        key: &FunctionKey,
+        id: &str,
+        addr: SocketAddr,
+        direct: Option<runtime::DirectInvoker>,
+    );
     fn exited(&self, key: &FunctionKey, id: &str, exit: Exit);
 }
 
@@ -134,7 +141,7 @@ async fn lifecycle(plan: &InstancePlan, events: &dyn InstanceEvents) -> Exit {
     let Some(addr) = addr else {
         return Exit::StartFailed(running.wait().await);
     };
-    events.ready(&plan.key, &plan.id, addr);
+    events.ready(&plan.key, &plan.id, addr, running.direct_invoker());
     tokio::select! {
         how = running.wait() => {
             if running.stopped_with_host() { Exit::Stopped } else { Exit::Died(how) }
@@ -163,6 +170,8 @@ enum Running {
         stop: CancellationToken,
         /// Its serving thread's: cancelled when that thread stops serving.
         host_stopping: Option<CancellationToken>,
+        /// Sent by the runtime once its pool exists (before it announces readiness).
+        direct: oneshot::Receiver<runtime::DirectInvoker>,
     },
 }
 
@@ -171,6 +180,14 @@ impl Running {
     /// stopping), not because it failed.
     fn stopped_with_host(&self) -> bool {
         matches!(self, Self::Runtime { host_stopping: Some(t), .. } if t.is_cancelled())
+    }
+
+    /// The direct invoker of a runtime in this process, once it has started.
+    fn direct_invoker(&mut self) -> Option<runtime::DirectInvoker> {
+        match self {
+            Self::Process(_) => None,
+            Self::Runtime { direct, .. } => direct.try_recv().ok(),
+        }
     }
 
     /// Waits for the instance to end; says how. Pending forever once it has been seen ending.
@@ -324,6 +341,10 @@ fn start_runtime(
         own_session: true,
     };
     let stop = CancellationToken::new();
+    let (direct_tx, direct) = oneshot::channel();
+    let started = move |invoker| {
+        let _ = direct_tx.send(invoker);
+    };
     let task = match &plan.host {
         Some(host) => {
             // Stopped on request, or when its serving thread stops serving.
@@ -336,17 +357,22 @@ fn start_runtime(
                     }
                 }
             };
-            host.handle
-                .spawn(host.tracker.track_future(runtime::run(config, shutdown)))
+            host.handle.spawn(
+                host.tracker
+                    .track_future(runtime::run_with(config, shutdown, started)),
+            )
         }
-        None => plan
-            .handle
-            .spawn(runtime::run(config, stop.clone().cancelled_owned())),
+        None => plan.handle.spawn(runtime::run_with(
+            config,
+            stop.clone().cancelled_owned(),
+            started,
+        )),
     };
     Ok(Running::Runtime {
         task: Some(task),
         stop,
         host_stopping: plan.host.as_ref().map(|h| h.stopping.clone()),
+        direct,
     })
 }
 

@@ -31,6 +31,7 @@ use super::{
 use crate::{
     backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
     gateway::server::ServingThreads,
+    runtime::DirectInvoker,
     runtime::RuntimeKind,
 };
 
@@ -142,7 +143,7 @@ pub enum InstancesError {
 #[derive(Debug)]
 enum RecordState {
     Starting,
-    Ready(SocketAddr),
+    Ready(SocketAddr, Option<DirectInvoker>),
     Stopping,
 }
 
@@ -287,7 +288,7 @@ impl LocalInstances {
                 .iter()
                 .map(|r| {
                     let addr = match r.state {
-                        RecordState::Ready(a) => Some(a),
+                        RecordState::Ready(a, _) => Some(a),
                         _ => None,
                     };
                     (r.id.clone(), addr)
@@ -394,7 +395,7 @@ impl Inner {
         let ready_current = entry
             .records
             .iter()
-            .filter(|r| r.generation == generation && matches!(r.state, RecordState::Ready(_)))
+            .filter(|r| r.generation == generation && matches!(r.state, RecordState::Ready(..)))
             .count();
         let roll_done = ready_current >= desired;
         for r in entry
@@ -453,11 +454,12 @@ fn publish(entry: &Entry) {
     let ready: Vec<Instance> = entry
         .records
         .iter()
-        .filter_map(|r| match r.state {
-            RecordState::Ready(addr) => Some(Instance {
+        .filter_map(|r| match &r.state {
+            RecordState::Ready(addr, direct) => Some(Instance {
                 id: r.id.clone(),
-                addr,
+                addr: *addr,
                 concurrency,
+                direct: direct.clone(),
             }),
             _ => None,
         })
@@ -473,7 +475,7 @@ fn publish(entry: &Entry) {
 }
 
 impl InstanceEvents for Inner {
-    fn ready(&self, key: &FunctionKey, id: &str, addr: SocketAddr) {
+    fn ready(&self, key: &FunctionKey, id: &str, addr: SocketAddr, direct: Option<DirectInvoker>) {
         let mut functions = self.lock();
         let Some(entry) = functions.get_mut(key) else {
             return;
@@ -481,7 +483,7 @@ impl InstanceEvents for Inner {
         if let Some(r) = entry.records.iter_mut().find(|r| r.id == id)
             && matches!(r.state, RecordState::Starting)
         {
-            r.state = RecordState::Ready(addr);
+            r.state = RecordState::Ready(addr, direct);
             entry.failures = 0;
             entry.start_failure = None;
         }

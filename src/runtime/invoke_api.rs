@@ -58,29 +58,33 @@ fn is_invoke_path(path: &str) -> bool {
 
 /// A request id from the caller is kept when it is short and uuid-like.
 fn request_id(headers: &http::HeaderMap) -> String {
-    h::header_str(headers, REQUEST_ID_HEADER)
-        .filter(|id| {
-            // It travels in Runtime API paths and log lines: keep it to uuid-like characters.
-            id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+    checked_request_id(h::header_str(headers, REQUEST_ID_HEADER))
+}
+
+/// `id` when it is short and uuid-like, else a new uuid.
+pub(super) fn checked_request_id(id: Option<&str>) -> String {
+    id.filter(|id| {
+        // It travels in Runtime API paths and log lines: keep it to uuid-like characters.
+        id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    })
+    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 /// The X-Ray trace header the caller sent, or a fresh unsampled one as Lambda would make.
 fn trace_id(headers: &http::HeaderMap) -> String {
-    h::header_str(headers, "x-amzn-trace-id").map_or_else(
-        || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            format!("Root=1-{now:08x}-{};Sampled=0", &id[..24])
-        },
-        str::to_owned,
-    )
+    h::header_str(headers, "x-amzn-trace-id").map_or_else(fresh_trace_id, str::to_owned)
+}
+
+/// A new unsampled X-Ray trace header, as Lambda makes one for a call without.
+pub(super) fn fresh_trace_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{now:08x}-{};Sampled=0", &id[..24])
 }
 
 /// Lambda's `X-Amz-Client-Context` is base64 JSON; the handler gets the JSON.

@@ -12,6 +12,7 @@
 //! address for a handler someone else started (an AWS base image's entrypoint).
 
 mod config;
+mod direct;
 mod http;
 mod invoke_api;
 mod pool;
@@ -31,6 +32,7 @@ pub use self::{
         ConfigError, HandlerMode, HandlerProcess, IMAGE_RUNTIMES_DIR, RuntimeConfig, RuntimeKind,
         RuntimeOptions, find_runtimes_dir, handler_file_candidates,
     },
+    direct::{DirectInvoker, DirectOutcome, Stopping},
     invoke_api::{INVOKE_ERROR_HEADER, REQUEST_ID_HEADER, STREAM_HEADER},
     report::{INIT_FAILED, LISTENING, Output, READY},
 };
@@ -85,6 +87,16 @@ pub async fn run(
     config: RuntimeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// As [`run`], handing `started` a [`DirectInvoker`] (invocations without HTTP, for a runtime in
+/// the gateway's process) once the pool exists, before the handlers are ready.
+pub async fn run_with(
+    config: RuntimeConfig,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(DirectInvoker),
+) -> Result<(), RuntimeError> {
     let (listener, addr) = bind("invoke endpoint", config.listen).await?;
     // Every Runtime API address is bound before the announcement, so a sidecar's handler
     // may connect as soon as the parent sees it.
@@ -109,6 +121,7 @@ pub async fn run(
         owns_processes,
         config.output.clone(),
     );
+    started(DirectInvoker::new(pool.clone()));
     let rapi_ctx = Arc::new(RapiContext {
         pool: pool.clone(),
         function_arn,

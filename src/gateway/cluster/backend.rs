@@ -68,6 +68,7 @@ pub fn ready_instances_from_slices<'a>(
                     id,
                     addr,
                     concurrency: concurrency.max(1),
+                    direct: None,
                 },
             );
         }
