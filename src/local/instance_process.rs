@@ -259,7 +259,13 @@ fn spawn(plan: &InstancePlan) -> io::Result<Spawned> {
     let (out, out_writer) = std::io::pipe()?;
     let (err, err_writer) = std::io::pipe()?;
     let (running, http_addr) = match plan.spec.protocol {
-        Protocol::Lambda => (start_runtime(plan, out_writer, err_writer)?, None),
+        Protocol::Lambda => {
+            // The runtime writes its START / END / REPORT lines to this pipe from a serving
+            // thread: a roomy pipe (1 MiB, not 64 KiB) keeps a burst of the handler's own output
+            // from making those writes wait for the forwarder, and the thread with them.
+            let _ = nix::fcntl::fcntl(&out_writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+            (start_runtime(plan, out_writer, err_writer)?, None)
+        }
         Protocol::Http => {
             let (child, addr) = spawn_http(plan, out_writer, err_writer)?;
             (Running::Process(child), Some(addr))
