@@ -178,10 +178,13 @@ async fn graceful_stop_loses_no_in_flight_invocation() {
     instances.scale(&key, 1).expect("scale");
     let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
     let addr = ready[0].addr;
-    let slow =
-        tokio::spawn(
-            async move { support::invoke(addr, r#"{"ms":800}"#, Some("in-flight")).await },
-        );
+    // Invoked as the gateway invokes it: directly.
+    let direct = ready[0].direct.clone().expect("a direct invoker");
+    let slow = tokio::spawn(async move {
+        direct
+            .invoke("in-flight", Bytes::from_static(br#"{"ms":800}"#))
+            .await
+    });
     assert!(
         capture
             .wait_for(Duration::from_secs(5), |l| l
@@ -193,10 +196,13 @@ async fn graceful_stop_loses_no_in_flight_invocation() {
         rx.borrow().is_empty(),
         "removed from the ready set before it is stopped"
     );
-    let out = slow.await.expect("join");
+    let Ok(DirectOutcome::Result(body)) = slow.await.expect("join") else {
+        panic!("the in-flight invocation was cut")
+    };
+    let out: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert!(
-        out.ok()["end"].as_i64().is_some(),
-        "the in-flight invocation completed"
+        out["end"].as_i64().is_some(),
+        "the in-flight invocation completed: {out}"
     );
     instances.shutdown().await;
     assert!(

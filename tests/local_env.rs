@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{LocalServer, repo};
 use serde_json::Value;
 
@@ -81,5 +83,54 @@ fn a_bad_pass_env_name_is_one_clear_line() {
     assert!(
         stderr.contains("kfaas local: --pass-env \"NODE-OPTIONS\": not a variable name"),
         "{stderr}"
+    );
+}
+
+/// `kfaas local` killed outright (SIGKILL: nothing of it runs to stop its instances) takes its
+/// handler processes with it, one busy in an invocation that never ends included.
+#[tokio::test]
+async fn a_killed_kfaas_local_leaves_no_handler_running() {
+    let server = LocalServer::start(
+        &repo().join("tests/fixtures/local-env"),
+        &["--no-access-log"],
+    );
+    // A thread of its own: the waits below block this one.
+    let addr = server.url("").trim_start_matches("http://").to_owned();
+    let spinning = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        write!(stream, "GET /spin HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map(|_| answer)
+    });
+    server.wait_for_line(Duration::from_secs(20), |l| l == "[spin] spinning");
+    let handlers = server.children();
+    assert!(!handlers.is_empty(), "the spinning handler runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.pid()).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while handlers.iter().any(alive) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<&u32> = handlers.iter().filter(|pid| alive(pid)).collect();
+    for pid in &left {
+        // Not to leave a spinning process behind should the assertion fail.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(**pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(left.is_empty(), "handlers outlived kfaas local: {left:?}");
+    let answer = spinning.join().expect("join");
+    assert!(
+        answer.as_ref().map_or(true, Vec::is_empty),
+        "the request was cut, not answered: {answer:?}"
     );
 }

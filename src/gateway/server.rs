@@ -57,12 +57,13 @@ pub async fn serve(
                         stopping: CancellationToken::new(),
                     };
                     serving.started(n, host.clone());
+                    let guests_of = serving.clone();
                     let served = runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         let _ticker = AbortOnDrop(tokio::spawn(keep_timer_armed()));
                         let _flusher = AbortOnDrop(tokio::spawn(super::outbox::flusher()));
                         accept_loop(gateway, listener, shutdown).await;
-                        stop_guests(&host).await;
+                        stop_guests(&guests_of, &host).await;
                         Ok::<_, std::io::Error>(())
                     });
                     serving.ended(n);
@@ -90,14 +91,28 @@ pub async fn serve(
     }
 }
 
-/// The runtimes of the serving threads while they run, for work that is best done on the thread
-/// that serves the requests it answers: `kfaas local` runs its function runtimes there, as
-/// guests. A thread that stops serving (its connections drained) stops its guests and waits for
-/// them before it exits, so they stop gracefully rather than being dropped with its runtime.
-#[derive(Clone, Default)]
+/// The runtimes of the serving threads while they run, for work that is best done on a thread
+/// that serves requests: `kfaas local` runs its function runtimes there, as guests. When every
+/// thread has stopped serving (their connections drained: a guest may serve any thread's
+/// requests), each stops its guests and waits for them before it exits, so they stop gracefully
+/// rather than being dropped with its runtime.
+#[derive(Clone)]
 pub struct ServingThreads {
     hosts: Arc<std::sync::Mutex<Vec<Option<GuestHost>>>>,
     next: Arc<std::sync::atomic::AtomicUsize>,
+    started: Arc<std::sync::atomic::AtomicUsize>,
+    drained: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for ServingThreads {
+    fn default() -> Self {
+        Self {
+            hosts: Arc::default(),
+            next: Arc::default(),
+            started: Arc::default(),
+            drained: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 /// Where a guest runs: a serving thread's runtime, with what tells its guests to stop.
@@ -118,6 +133,8 @@ impl ServingThreads {
     }
 
     fn started(&self, n: usize, host: GuestHost) {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut hosts = self.lock();
         if hosts.len() <= n {
             hosts.resize(n + 1, None);
@@ -147,8 +164,13 @@ impl ServingThreads {
     }
 }
 
-/// Stops a serving thread's guests and waits for them.
-async fn stop_guests(host: &GuestHost) {
+/// Once every serving thread has stopped serving, stops this one's guests and waits for them.
+async fn stop_guests(serving: &ServingThreads, host: &GuestHost) {
+    serving.drained.send_modify(|n| *n += 1);
+    let mut drained = serving.drained.subscribe();
+    let _ = drained
+        .wait_for(|n| *n >= serving.started.load(std::sync::atomic::Ordering::SeqCst))
+        .await;
     host.stopping.cancel();
     host.tracker.close();
     host.tracker.wait().await;

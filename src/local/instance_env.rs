@@ -45,16 +45,11 @@ pub const PASSED_BY_DEFAULT: &[&str] = &[
     "no_proxy",
 ];
 
-/// kfaas's own settings that `kfaas runtime` reads; never passed to a function's own process.
-pub const PASSED_TO_RUNTIME: &[&str] = &["KFAAS_RUNTIMES_DIR", "KFAAS_LOG"];
-
 /// The host variables instances get, taken once when `kfaas local` starts.
 #[derive(Debug, Clone, Default)]
 pub struct HostEnv {
     /// For every instance's processes.
     pub passed: Vec<(OsString, OsString)>,
-    /// For the `kfaas runtime` of a `lambda` instance only.
-    pub runtime: Vec<(OsString, OsString)>,
 }
 
 impl HostEnv {
@@ -62,7 +57,6 @@ impl HostEnv {
     pub fn from_process(extra: &[String]) -> Self {
         Self {
             passed: passed_host_env(std::env::vars_os(), extra),
-            runtime: runtime_host_env(std::env::vars_os()),
         }
     }
 }
@@ -101,15 +95,6 @@ pub fn passed_host_env(
                 && (PASSED_BY_DEFAULT.iter().any(|p| matches(p, name))
                     || extra.iter().any(|p| matches(p, name)))
         })
-        .collect()
-}
-
-/// kfaas's own variables from `host` that the `kfaas runtime` of a `lambda` instance reads.
-pub fn runtime_host_env(
-    host: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    host.into_iter()
-        .filter(|(name, _)| PASSED_TO_RUNTIME.iter().any(|p| matches(p, name)))
         .collect()
 }
 
@@ -183,15 +168,6 @@ mod tests {
         assert_eq!(
             names(&passed_host_env(vars, &["*".to_owned()])),
             ["NODE_EXTRA_CA_CERTS", "MY_A", "MY_B", "MYX"]
-        );
-    }
-
-    #[test]
-    fn the_runtime_gets_kfaas_settings_it_reads() {
-        let vars = host(&["KFAAS_LOG", "KFAAS_PORT", "KFAAS_RUNTIMES_DIR", "PATH"]);
-        assert_eq!(
-            names(&runtime_host_env(vars)),
-            ["KFAAS_LOG", "KFAAS_RUNTIMES_DIR"]
         );
     }
 

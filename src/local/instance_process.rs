@@ -30,6 +30,7 @@ use tokio::{
     time::{Instant, sleep},
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{
     instance_env::HostEnv,
@@ -37,7 +38,7 @@ use super::{
 };
 use crate::{
     backend::FunctionKey,
-    gateway::server::GuestHost,
+    gateway::server::ServingThreads,
     runtime::{self, HandlerProcess, RuntimeConfig, RuntimeOptions},
 };
 
@@ -80,8 +81,9 @@ pub struct InstancePlan {
     pub kfaas_bin: std::path::PathBuf,
     /// What the instance gets of this machine's environment.
     pub host_env: Arc<HostEnv>,
-    /// Where a `lambda` instance's runtime runs: a serving thread, as its guest...
-    pub host: Option<GuestHost>,
+    /// Where a `lambda` instance's runtime runs: a serving thread, as its guest (picked when
+    /// it starts)...
+    pub serving: ServingThreads,
     /// ... or, when none serves, this runtime.
     pub handle: tokio::runtime::Handle,
     pub sink: Arc<dyn OutputSink>,
@@ -311,7 +313,7 @@ fn spawn_http(
     Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
-/// Starts a `lambda` function's runtime (what `kfaas runtime` runs) on `plan.runtime`, on a free
+/// Starts a `lambda` function's runtime (what `kfaas runtime` runs) on a serving thread, on a free
 /// loopback port it announces. Its START / END / REPORT lines and announcements go to `out`,
 /// which its handler processes write to as well, so the forwarders see what they saw of a
 /// `kfaas runtime` child.
@@ -340,7 +342,7 @@ fn start_runtime(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let out = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(out)));
     let err = Arc::new(std::fs::File::from(std::os::fd::OwnedFd::from(err)));
-    config.output = runtime::Output::Pipe(Arc::clone(&out));
+    config.output = runtime::Output::Pipe(runtime::PipeOutput::new(&out)?);
     config.handler_process = HandlerProcess {
         stdio: Some((out, err)),
         base_env: Some(plan.host_env.passed.clone()),
@@ -351,7 +353,11 @@ fn start_runtime(
     let started = move |invoker| {
         let _ = direct_tx.send(invoker);
     };
-    let task = match &plan.host {
+    // The runtime's own log lines name their function and instance (as a `kfaas runtime`
+    // child's did through its `[name]` prefix).
+    let span = tracing::info_span!("instance", function = %plan.key, instance = %plan.id);
+    let host = plan.serving.pick();
+    let task = match &host {
         Some(host) => {
             // Stopped on request, or when its serving thread stops serving.
             let shutdown = {
@@ -365,19 +371,17 @@ fn start_runtime(
             };
             host.handle.spawn(
                 host.tracker
-                    .track_future(runtime::run_with(config, shutdown, started)),
+                    .track_future(runtime::run_with(config, shutdown, started).instrument(span)),
             )
         }
-        None => plan.handle.spawn(runtime::run_with(
-            config,
-            stop.clone().cancelled_owned(),
-            started,
-        )),
+        None => plan.handle.spawn(
+            runtime::run_with(config, stop.clone().cancelled_owned(), started).instrument(span),
+        ),
     };
     Ok(Running::Runtime {
         task: Some(task),
         stop,
-        host_stopping: plan.host.as_ref().map(|h| h.stopping.clone()),
+        host_stopping: host.map(|h| h.stopping),
         direct,
     })
 }

@@ -1,5 +1,7 @@
-//! The local instance manager: functions run as child processes on loopback ports, scaled by
-//! [`Backend::scale`] and published through [`Backend::ready_instances`].
+//! The local instance manager: `http` functions run as child processes on loopback ports,
+//! `lambda` functions as a runtime inside this process (on a serving thread) with their handler
+//! processes as its children; scaled by [`Backend::scale`] and published through
+//! [`Backend::ready_instances`].
 //!
 //! Each function has a desired count and a list of instance records (starting, ready,
 //! stopping). Every change (scale, readiness, exit, new spec) runs one synchronous reconcile
@@ -191,8 +193,9 @@ pub struct LocalInstances {
 }
 
 impl LocalInstances {
-    /// A manager that starts lambda instances as `kfaas_bin runtime ...` (the running binary,
-    /// `std::env::current_exe()`, in production), giving each instance `host_env` from this
+    /// A manager that runs `lambda` instances' runtimes on `serving`'s threads (on this runtime
+    /// while none serves), finding the language bootstraps near `kfaas_bin` (the running binary,
+    /// `std::env::current_exe()`, in production), and gives each instance `host_env` from this
     /// machine's environment. Must be called inside a tokio runtime.
     pub fn new(
         kfaas_bin: PathBuf,
@@ -297,14 +300,15 @@ impl LocalInstances {
         })
     }
 
-    /// Stops every instance of every function gracefully and waits until all have exited.
-    /// From now on an instance that ends is not replaced: the platform is stopping (its
-    /// serving threads stop the runtimes they run once their connections have drained).
-    /// Instances still start on demand meanwhile, for requests in flight.
+    /// From now on an instance that ends is not replaced (it leaves the ready set): the platform
+    /// is stopping, and its serving threads stop the runtimes they run once every thread's
+    /// connections have drained. Instances still start on demand meanwhile, for requests in
+    /// flight.
     pub fn close(&self) {
         self.inner.closing.store(true, Ordering::Relaxed);
     }
 
+    /// Stops every instance of every function gracefully and waits until all have exited.
     pub async fn shutdown(&self) {
         {
             let mut functions = self.inner.lock();
@@ -432,7 +436,7 @@ impl Inner {
             spec: entry.spec.clone(),
             kfaas_bin: self.kfaas_bin.clone(),
             host_env: self.host_env.clone(),
-            host: self.serving.pick(),
+            serving: self.serving.clone(),
             handle: self.handle.clone(),
             sink: self.sink.clone(),
             delay,
@@ -512,7 +516,10 @@ impl InstanceEvents for Inner {
                     tracing::warn!(function = %key, instance = id, %how, "instance died; replacing it");
                 }
             }
-            if !self.closing.load(Ordering::Relaxed) {
+            if self.closing.load(Ordering::Relaxed) {
+                // Not replaced, but out of the ready set.
+                publish(entry);
+            } else {
                 self.reconcile_self(key, entry);
             }
         }

@@ -26,6 +26,7 @@ use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use ::http::HeaderValue;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use self::{
     config::{
@@ -34,7 +35,7 @@ pub use self::{
     },
     direct::{DirectInvoker, DirectOutcome, Stopping},
     invoke_api::{INVOKE_ERROR_HEADER, REQUEST_ID_HEADER, STREAM_HEADER},
-    report::{INIT_FAILED, LISTENING, Output, READY},
+    report::{INIT_FAILED, LISTENING, Output, PipeOutput, READY},
 };
 use self::{
     invoke_api::InvokeContext,
@@ -127,6 +128,9 @@ pub async fn run_with(
         function_arn,
     });
     let stop_rapi = CancellationToken::new();
+    // Guards and a `JoinSet`: should this future be dropped rather than stopped (a local
+    // instance killed), its servers and supervisors go with it.
+    let mut rapi_servers = Vec::new();
     let mut supervisors = JoinSet::new();
     for (slot, (events, (api_listener, api_addr))) in
         receivers.into_iter().zip(api_listeners).enumerate()
@@ -141,29 +145,26 @@ pub async fn run_with(
             }),
         };
         let ctx = rapi_ctx.clone();
-        tokio::spawn(http::serve(
+        rapi_servers.push(TaskGuard(tokio::spawn(http::serve(
             api_listener,
             move |req| rapi::handle(ctx.clone(), slot, req),
             stop_rapi.clone(),
-        ));
+        ))));
         let env = config.lambda_env(api_addr);
-        supervisors.spawn(supervise(
-            pool.clone(),
-            slot,
-            api_addr,
-            launcher,
-            env,
-            events,
-        ));
+        supervisors.spawn(
+            supervise(pool.clone(), slot, api_addr, launcher, env, events)
+                // Its log lines carry the caller's span (a local instance's function).
+                .in_current_span(),
+        );
     }
 
     let invoke_ctx = Arc::new(InvokeContext { pool: pool.clone() });
     let stop_invoke = CancellationToken::new();
-    let server = tokio::spawn(http::serve(
+    let mut server = TaskGuard(tokio::spawn(http::serve(
         listener,
         move |req| invoke_api::handle(invoke_ctx.clone(), req),
         stop_invoke.clone(),
-    ));
+    )));
 
     shutdown.await;
     tracing::info!(
@@ -171,9 +172,26 @@ pub async fn run_with(
         "shutting down: finishing in-flight invocations"
     );
     stop_invoke.cancel();
-    let _ = server.await;
+    let _ = (&mut server.0).await;
+    // Direct invocations (`DirectInvoker`) have no connection the server waits for: the pool
+    // takes no new ones and those in flight finish (each within its timeout) before the handlers
+    // are stopped.
+    pool.close();
+    while pool.in_flight() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     pool.stop();
     while supervisors.join_next().await.is_some() {}
     stop_rapi.cancel();
+    drop(rapi_servers);
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -186,6 +186,8 @@ struct State {
     queue: VecDeque<Invocation>,
     slots: Vec<Slot>,
     stopping: bool,
+    /// No new invocations are taken (the runtime is finishing those it has).
+    closed: bool,
     announced_ready: bool,
     announced_init_failed: bool,
 }
@@ -243,6 +245,7 @@ impl Pool {
                 })
                 .collect(),
             stopping: false,
+            closed: false,
             announced_ready: false,
             announced_init_failed: false,
         };
@@ -281,7 +284,7 @@ impl Pool {
     /// Queues an invocation; refused when the runtime is stopping.
     pub fn submit(&self, invocation: Invocation) -> Result<(), Stopping> {
         let mut st = self.lock();
-        if st.stopping {
+        if st.stopping || st.closed {
             return Err(Stopping);
         }
         st.queue.push_back(invocation);
@@ -572,6 +575,11 @@ impl Pool {
     }
 
     /// Refuses new invocations and asks every supervisor to stop its process.
+    /// Takes no new invocations; those queued or running go on.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
     pub fn stop(&self) {
         let mut st = self.lock();
         st.stopping = true;

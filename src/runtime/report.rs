@@ -23,13 +23,13 @@ pub const READY: &str = "KFAAS_READY";
 pub const INIT_FAILED: &str = "KFAAS_INIT_FAILED";
 
 /// Where a runtime writes its lines: this process's stdout (`kfaas runtime`), or, for a runtime
-/// inside `kfaas local`, the write end of the instance's output pipe, which its handler
-/// processes write to as well (so START still comes before the handler's own lines).
+/// inside `kfaas local`, the instance's output pipe, which its handler processes write to as
+/// well (so START still comes before the handler's own lines).
 #[derive(Clone, Debug, Default)]
 pub enum Output {
     #[default]
     Stdout,
-    Pipe(Arc<std::fs::File>),
+    Pipe(Arc<PipeOutput>),
 }
 
 impl Output {
@@ -45,8 +45,92 @@ impl Output {
                 let _ = out.write_all(&buf);
                 let _ = out.flush();
             }
-            Self::Pipe(file) => {
-                let _ = (&**file).write_all(&buf);
+            Self::Pipe(pipe) => pipe.write(buf),
+        }
+    }
+}
+
+/// The write end of a pipe written from a thread that must not wait: a runtime inside `kfaas
+/// local` writes from a serving thread, and a pipe that is full (its reader behind, the terminal
+/// paused) would hold every request that thread serves. Lines are written without blocking;
+/// what the pipe does not take goes, with every line after it until it is all written, to a
+/// thread of its own that waits for room, so the lines keep their order.
+#[derive(Debug)]
+pub struct PipeOutput {
+    /// An open file description of its own (the handlers' is a blocking one): `O_NONBLOCK`.
+    file: std::fs::File,
+    /// While a backlog thread runs: its queue.
+    backlog: Mutex<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
+}
+
+impl PipeOutput {
+    /// Writes to the pipe `pipe` is a write end of.
+    pub fn new(pipe: &std::fs::File) -> std::io::Result<Arc<Self>> {
+        use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", pipe.as_raw_fd()))?;
+        Ok(Arc::new(Self {
+            file,
+            backlog: Mutex::new(None),
+        }))
+    }
+
+    fn write(self: &Arc<Self>, buf: Vec<u8>) {
+        let mut backlog = self
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = backlog.as_ref() {
+            // Behind the lines already waiting. Should the backlog thread be gone, the reader
+            // is: nothing more can be written.
+            let _ = queue.send(buf);
+            return;
+        }
+        let rest = match (&self.file).write(&buf) {
+            Ok(n) if n == buf.len() => return,
+            Ok(n) => buf[n..].to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf,
+            Err(_) => return, // the reader is gone
+        };
+        let (queue, lines) = std::sync::mpsc::channel();
+        let _ = queue.send(rest);
+        let me = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("kfaas-report".into())
+            .spawn(move || me.write_backlog(&lines));
+        if started.is_ok() {
+            *backlog = Some(queue);
+        }
+    }
+
+    /// The backlog thread: writes what is queued as the pipe makes room, and ends (under the
+    /// lock that queues lines, so none is missed) when the queue is empty.
+    fn write_backlog(&self, lines: &std::sync::mpsc::Receiver<Vec<u8>>) {
+        loop {
+            let next = {
+                let mut backlog = self
+                    .backlog
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match lines.try_recv() {
+                    Ok(line) => line,
+                    Err(_) => {
+                        *backlog = None;
+                        return;
+                    }
+                }
+            };
+            let mut at = 0;
+            while at < next.len() {
+                match (&self.file).write(&next[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => return, // the reader is gone
+                }
             }
         }
     }
@@ -186,6 +270,34 @@ mod tests {
         assert!(
             warm.ends_with("Billed Duration: 1 ms\tMemory Size: 256 MB\tMax Memory Used: 256 MB")
         );
+    }
+
+    #[test]
+    fn a_full_pipe_does_not_hold_the_writer_and_loses_no_line_nor_its_order() {
+        use std::io::Read;
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
+        // The smallest pipe there is: one page.
+        nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).expect("size");
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        let output = Output::Pipe(PipeOutput::new(&file).expect("reopen"));
+        let started = std::time::Instant::now();
+        // ~50 KB into a 4 KB pipe nobody reads yet: would block a plain write.
+        for i in 0..1000 {
+            output.emit(&format!("line {i:04} {}", "x".repeat(40)));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the writes waited for the reader"
+        );
+        drop(output);
+        drop(file);
+        let mut text = String::new();
+        reader.read_to_string(&mut text).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1000);
+        for (i, line) in lines.iter().enumerate() {
+            assert!(line.starts_with(&format!("line {i:04} ")), "{i}: {line}");
+        }
     }
 
     #[test]

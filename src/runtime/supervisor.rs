@@ -135,6 +135,9 @@ pub async fn supervise(
     mut events: mpsc::UnboundedReceiver<SlotEvent>,
 ) {
     let mut child: Option<Child> = None;
+    // Should this future be dropped rather than stopped (a local instance killed), the handler's
+    // whole process group is killed, not only the process `kill_on_drop` reaches.
+    let mut group = GroupGuard(None);
     // When the current process must have initialised; an init stuck in a loop or waiting on
     // the network would otherwise hold every queued caller.
     let mut init_deadline: Option<Instant> = None;
@@ -148,6 +151,7 @@ pub async fn supervise(
                 match launcher.spawn(runtime_api, &lambda_env) {
                     Ok(c) => {
                         pool.process_started(slot, c.id());
+                        group.0 = c.id();
                         child = Some(c);
                         init_deadline = Some(Instant::now() + launcher.init_timeout);
                     }
@@ -159,6 +163,7 @@ pub async fn supervise(
             }
             status = wait_child(&mut child) => {
                 child = None;
+                group.0 = None;
                 deadline = None;
                 init_deadline = None;
                 let how = describe_exit(&status);
@@ -201,10 +206,22 @@ pub async fn supervise(
                     if let Some(mut c) = child.take() {
                         stop_child(&mut c).await;
                     }
+                    group.0 = None;
                     let _ = pool.process_exited(slot, "stopped");
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Kills a handler's process group when dropped while it holds one.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
