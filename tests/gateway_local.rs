@@ -337,3 +337,48 @@ async fn a_function_that_cannot_start_answers_502_at_once() {
         l.contains("kfaas-test-no-such-binary") && l.contains("not on PATH")
     });
 }
+
+/// With several serving threads, a function's runtime runs on one of them while requests come in
+/// on any: at a stop, the requests in flight on every thread are answered (a runtime finishes
+/// its invocations before it stops its handlers, and is stopped only once every thread has
+/// drained).
+#[tokio::test]
+async fn a_stop_answers_lambda_requests_in_flight_on_every_serving_thread() {
+    let mut server = LocalServer::start(
+        &repo().join("tests/fixtures/gateway"),
+        &["--no-access-log", "--worker-threads", "2"],
+    );
+    let warm = reqwest::get(server.url("/test/slow?ms=1"))
+        .await
+        .expect("warm");
+    assert_eq!(warm.status(), 200, "the function is up");
+    let in_flight: Vec<_> = (0..4)
+        .map(|_| {
+            let url = server.url("/test/slow?ms=800");
+            // A client (and connection) each, so that the requests spread over the threads.
+            tokio::spawn(async move {
+                let response = reqwest::Client::new().get(url).send().await?;
+                let status = response.status().as_u16();
+                response.text().await.map(|body| (status, body))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(server.pid()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    for request in in_flight {
+        let (status, body) = request.await.expect("join").expect("an answer");
+        assert_eq!((status, body.as_str()), (200, "slept 800"));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kfaas local did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
