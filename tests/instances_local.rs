@@ -215,6 +215,28 @@ async fn graceful_stop_loses_no_in_flight_invocation() {
     );
 }
 
+/// A GET's JSON body.
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A direct invocation's result, as JSON; panics on a failure.
+async fn invoke_json(
+    direct: &kfaas::runtime::DirectInvoker,
+    request_id: &str,
+    event: Bytes,
+) -> serde_json::Value {
+    let Ok(DirectOutcome::Result(body)) = direct.invoke(request_id, event).await else {
+        panic!("a result")
+    };
+    serde_json::from_slice(&body).expect("json")
+}
+
 fn kill_hard(pid: u64) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
@@ -267,12 +289,7 @@ async fn a_dead_http_instance_is_replaced() {
     let mut rx = instances.ready_instances(&key).expect("known");
     instances.scale(&key, 1).expect("scale");
     let first = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
-    let body: serde_json::Value = reqwest::get(format!("http://{}/", first.addr))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let body = get_json(&format!("http://{}/", first.addr)).await;
     kill_hard(body["pid"].as_u64().expect("pid"));
     let second = wait_ready(&mut rx, Duration::from_secs(20), |r| {
         r.len() == 1 && r[0].id != first.id
@@ -305,12 +322,7 @@ async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
         first.direct.is_none(),
         "an http function is called over HTTP"
     );
-    let body: serde_json::Value = reqwest::get(format!("http://{}/x", first.addr))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let body = get_json(&format!("http://{}/x", first.addr)).await;
     assert_eq!(body["greeting"], "one");
     assert_eq!(body["path"], "/x");
     let pid = body["pid"]
@@ -341,12 +353,7 @@ async fn http_functions_get_a_port_and_a_changed_spec_rolls() {
     })
     .await[0]
         .clone();
-    let body: serde_json::Value = reqwest::get(format!("http://{}/", second.addr))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let body = get_json(&format!("http://{}/", second.addr)).await;
     assert_eq!(body["greeting"], "two");
 
     instances.set_functions(vec![]);
@@ -388,14 +395,7 @@ async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcome
     let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
     let direct = ready[0].direct.clone().expect("a direct invoker");
 
-    let DirectOutcome::Result(body) = direct
-        .invoke("direct-1", Bytes::from_static(br#"{"n":7}"#))
-        .await
-        .expect("invoked")
-    else {
-        panic!("a result")
-    };
-    let result: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let result = invoke_json(&direct, "direct-1", Bytes::from_static(br#"{"n":7}"#)).await;
     assert_eq!(result["event"]["n"], 7);
     assert_eq!(
         result["awsRequestId"], "direct-1",
@@ -409,14 +409,7 @@ async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcome
         "the runtime's lines reach the instance's output, prefixed"
     );
     // A request id that cannot travel in a Runtime API path is replaced.
-    let DirectOutcome::Result(body) = direct
-        .invoke("not/a/path", Bytes::from_static(b"{}"))
-        .await
-        .expect("invoked")
-    else {
-        panic!("a result")
-    };
-    let result: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let result = invoke_json(&direct, "not/a/path", Bytes::from_static(b"{}")).await;
     assert_ne!(result["awsRequestId"], "not/a/path");
 
     instances.scale(&key, 0).expect("scale to zero");

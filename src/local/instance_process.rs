@@ -220,7 +220,7 @@ impl Running {
                 let _ = child.wait().await;
             }
             Self::Runtime { task, .. } => {
-                // Dropping the runtime's tasks kills its handler processes (`kill_on_drop`).
+                // Dropping the runtime's tasks kills its handlers' process groups.
                 if let Some(handle) = task.take() {
                     handle.abort();
                     let _ = handle.await;
@@ -357,31 +357,29 @@ fn start_runtime(
     // child's did through its `[name]` prefix).
     let span = tracing::info_span!("instance", function = %plan.key, instance = %plan.id);
     let host = plan.serving.pick();
-    let task = match &host {
-        Some(host) => {
-            // Stopped on request, or when its serving thread stops serving.
-            let shutdown = {
-                let (stop, stopping) = (stop.clone(), host.stopping.clone());
-                async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = stopping.cancelled() => {}
-                    }
-                }
-            };
-            host.handle.spawn(
-                host.tracker
-                    .track_future(runtime::run_with(config, shutdown, started).instrument(span)),
-            )
+    let host_stopping = host.as_ref().map(|h| h.stopping.clone());
+    // Stopped on request, or when its serving thread stops serving.
+    let shutdown = {
+        let (stop, host_stopping) = (stop.clone(), host_stopping.clone());
+        async move {
+            match host_stopping {
+                Some(stopping) => tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = stopping.cancelled() => {}
+                },
+                None => stop.cancelled().await,
+            }
         }
-        None => plan.handle.spawn(
-            runtime::run_with(config, stop.clone().cancelled_owned(), started).instrument(span),
-        ),
+    };
+    let run = runtime::run_with(config, shutdown, started).instrument(span);
+    let task = match host {
+        Some(host) => host.handle.spawn(host.tracker.track_future(run)),
+        None => plan.handle.spawn(run),
     };
     Ok(Running::Runtime {
         task: Some(task),
         stop,
-        host_stopping: host.map(|h| h.stopping),
+        host_stopping,
         direct,
     })
 }

@@ -574,12 +574,12 @@ impl Pool {
         action
     }
 
-    /// Refuses new invocations and asks every supervisor to stop its process.
     /// Takes no new invocations; those queued or running go on.
     pub fn close(&self) {
         self.lock().closed = true;
     }
 
+    /// Refuses new invocations and asks every supervisor to stop its process.
     pub fn stop(&self) {
         let mut st = self.lock();
         st.stopping = true;
