@@ -414,6 +414,26 @@ backend backend
     server b1 127.0.0.1:{backend_port} maxconn 1000
 """
 
+# The ceiling: HAProxy relaying bytes (`mode tcp`), one server connection per client connection,
+# no HTTP parsed or written. Any HTTP proxy does this much per request and more (the same four
+# loopback segments, the same receive and send per direction), so its req/s bounds what an HTTP
+# proxy can reach here; the targets' ratios are read against it.
+HAPROXY_TCP_CFG = """\
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend relay
+    bind 127.0.0.1:{port}
+    default_backend backend
+backend backend
+    server b1 127.0.0.1:{backend_port} maxconn 1000
+"""
+
 NGINX_CFG = """\
 worker_processes 1;
 daemon off;
@@ -446,6 +466,9 @@ http {{
 """
 
 
+RELAY = "haproxy mode tcp (byte relay, nbthread 1)"
+
+
 def bench_proxy(args, work, results):
     log("== proxy throughput")
     backend_port = free_port()
@@ -466,6 +489,15 @@ def bench_proxy(args, work, results):
         targets["haproxy (nbthread 1)"] = f"http://127.0.0.1:{hp_port}/bench"
         haproxy = procs[-1]
         pids["haproxy (nbthread 1)"] = lambda: [haproxy.pid]
+
+        relay_port = free_port()
+        cfg = os.path.join(work, "haproxy-tcp.cfg")
+        write(cfg, HAPROXY_TCP_CFG.format(port=relay_port, backend_port=backend_port))
+        procs.append(Proc("haproxy-tcp", ["haproxy", "-db", "-f", cfg], work))
+        wait_port(relay_port)
+        targets[RELAY] = f"http://127.0.0.1:{relay_port}/bench"
+        relay = procs[-1]
+        pids[RELAY] = lambda: [relay.pid]
 
         ng_port = free_port()
         cfg = os.path.join(work, "nginx.conf")
@@ -535,7 +567,7 @@ def bench_proxy(args, work, results):
                 "paired": {
                     label: {anchor: paired_ratios(samples, label, anchor)
                             for anchor in ("haproxy (nbthread 1)", "nginx (worker_processes 1)")}
-                    for label in samples if label.startswith("kfaas")
+                    for label in samples if label.startswith("kfaas") or label == RELAY
                 },
             }
         results["proxy"] = {"levels": levels}
@@ -886,7 +918,7 @@ def fmt_proxy_level(level):
     ng = s["nginx (worker_processes 1)"]
     lines.append("  ratios (median req/s; p99 ratio > 1 means kfaas is slower at p99):")
     for label, v in s.items():
-        if not label.startswith("kfaas"):
+        if not (label.startswith("kfaas") or label == RELAY):
             continue
         lines.append(
             f"    {label:45} /haproxy {v['rps']['median'] / hp['rps']['median']:.2f}"
@@ -896,6 +928,9 @@ def fmt_proxy_level(level):
             f"  CPU per request /haproxy {v['cpu_us_per_req']['median'] / hp['cpu_us_per_req']['median']:.2f}"
             f" /nginx {v['cpu_us_per_req']['median'] / ng['cpu_us_per_req']['median']:.2f}")
     lines.append(f"    haproxy/nginx {hp['rps']['median'] / ng['rps']['median']:.2f}")
+    if RELAY in s:
+        lines.append("    (the byte relay parses no HTTP: its ratios bound what any HTTP proxy"
+                     " reaches on this machine)")
     paired = level.get("paired", {})
     if paired:
         lines.append("  paired ratios (req/s over the anchor's in the same run; median [min..max]):")
