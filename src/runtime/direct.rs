@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::{
-    invoke_api::{checked_request_id, fresh_trace_id, timeout_message},
-    pool::{Invocation, Outcome, Pool, error_body},
+    invoke_api::{checked_request_id, fresh_trace_id},
+    pool::{Failure, Invocation, Outcome, Pool, Success, error_body},
 };
 
 /// A handle on one runtime's pool of handler processes.
@@ -59,11 +59,11 @@ impl DirectInvoker {
                 "the invocation was lost by the runtime",
             ),
         });
-        Ok(match outcome {
-            Outcome::Response { body, .. } => DirectOutcome::Result(body),
+        Ok(match outcome.into_result() {
+            Ok(Success::Response { body, .. }) => DirectOutcome::Result(body),
             // The gateway answers whole bodies: a streamed result is gathered, as the invoke
             // endpoint's caller gathers it.
-            Outcome::Stream { mut body, .. } => {
+            Ok(Success::Stream { mut body, .. }) => {
                 let mut gathered = BytesMut::new();
                 while let Some(frame) = body.recv().await {
                     if let Ok(data) = frame.into_data() {
@@ -72,19 +72,7 @@ impl DirectInvoker {
                 }
                 DirectOutcome::Result(gathered.freeze())
             }
-            Outcome::FunctionError { body } => DirectOutcome::Failed {
-                kind: "function",
-                body,
-            },
-            Outcome::Timeout { after } => DirectOutcome::Failed {
-                kind: "timeout",
-                body: Bytes::from(timeout_message(after)),
-            },
-            Outcome::Crash { body } => DirectOutcome::Failed {
-                kind: "crash",
-                body,
-            },
-            Outcome::InitError { body } => DirectOutcome::Failed { kind: "init", body },
+            Err(Failure { kind, body }) => DirectOutcome::Failed { kind, body },
         })
     }
 }

@@ -8,14 +8,13 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::Engine;
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
-    pool::{Invocation, Outcome, Pool, error_body},
+    pool::{Failure, Invocation, Outcome, Pool, Success, error_body},
 };
 
 /// The caller's request id, used as the Lambda request id when valid.
@@ -165,15 +164,15 @@ fn with_id(mut response: Response<Body>, id: &str) -> Response<Body> {
 
 /// Maps an outcome to the emulator's answer: 200 always, with `X-Amz-Function-Error` on errors.
 pub fn render(outcome: Outcome) -> Response<Body> {
-    match outcome {
-        Outcome::Response { body, content_type } => {
+    match outcome.into_result() {
+        Ok(Success::Response { body, content_type }) => {
             let mut response = h::respond(StatusCode::OK, "application/json", body);
             if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
                 response.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             response
         }
-        Outcome::Stream { content_type, body } => {
+        Ok(Success::Stream { content_type, body }) => {
             let mut response = Response::new(h::Body::new(h::ChannelBody(body)));
             let headers = response.headers_mut();
             let ct = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok());
@@ -191,10 +190,7 @@ pub fn render(outcome: Outcome) -> Response<Body> {
             headers.insert(STREAM_HEADER, HeaderValue::from_static("streaming"));
             response
         }
-        Outcome::FunctionError { body, .. } => failure("function", body),
-        Outcome::Timeout { after } => failure("timeout", Bytes::from(timeout_message(after))),
-        Outcome::Crash { body } => failure("crash", body),
-        Outcome::InitError { body } => failure("init", body),
+        Err(failure) => failed(failure),
     }
 }
 
@@ -203,7 +199,7 @@ pub fn timeout_message(after: Duration) -> String {
     format!("Task timed out after {:.2} seconds", after.as_secs_f64())
 }
 
-fn failure(kind: &'static str, body: Bytes) -> Response<Body> {
+fn failed(Failure { kind, body }: Failure) -> Response<Body> {
     let content_type = if serde_json::from_slice::<serde_json::Value>(&body).is_ok() {
         "application/json"
     } else {
@@ -254,5 +250,26 @@ mod tests {
             timeout_message(Duration::from_secs(3)),
             "Task timed out after 3.00 seconds"
         );
+    }
+
+    #[test]
+    fn the_error_header_is_the_failure_kind() {
+        let failures = || {
+            let body = || bytes::Bytes::from_static(b"{}");
+            [
+                Outcome::FunctionError { body: body() },
+                Outcome::Timeout {
+                    after: Duration::from_secs(1),
+                },
+                Outcome::Crash { body: body() },
+                Outcome::InitError { body: body() },
+            ]
+        };
+        for (outcome, twin) in failures().into_iter().zip(failures()) {
+            let Err(failure) = twin.into_result() else {
+                panic!("a failure");
+            };
+            assert_eq!(render(outcome).headers()[INVOKE_ERROR_HEADER], failure.kind);
+        }
     }
 }

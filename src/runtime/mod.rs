@@ -177,9 +177,7 @@ pub async fn run_with(
     // takes no new ones and those in flight finish (each within its timeout) before the handlers
     // are stopped.
     pool.close();
-    while pool.in_flight() > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    pool.drained().await;
     pool.stop();
     while supervisors.join_next().await.is_some() {}
     stop_rapi.cancel();

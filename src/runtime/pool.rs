@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hyper::body::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::report;
+use super::{invoke_api::timeout_message, report};
 
 /// One invocation as accepted by the invoke endpoint.
 #[derive(Debug)]
@@ -69,6 +69,48 @@ pub enum Outcome {
         content_type: Option<String>,
         body: mpsc::Receiver<Frame<Bytes>>,
     },
+}
+
+impl Outcome {
+    /// Splits the handler's result from a failure, named as callers see it. The one place the
+    /// failure kinds are named: the invoke endpoint's `X-Kfaas-Invoke-Error` and a direct
+    /// invocation's `DirectOutcome::Failed` both take them from here.
+    pub fn into_result(self) -> Result<Success, Failure> {
+        let (kind, body) = match self {
+            Self::Response { body, content_type } => {
+                return Ok(Success::Response { body, content_type });
+            }
+            Self::Stream { content_type, body } => {
+                return Ok(Success::Stream { content_type, body });
+            }
+            Self::FunctionError { body } => ("function", body),
+            Self::Timeout { after } => ("timeout", Bytes::from(timeout_message(after))),
+            Self::Crash { body } => ("crash", body),
+            Self::InitError { body } => ("init", body),
+        };
+        Err(Failure { kind, body })
+    }
+}
+
+/// The handler's result: an [`Outcome`] that is no failure.
+#[derive(Debug)]
+pub enum Success {
+    Response {
+        body: Bytes,
+        content_type: Option<String>,
+    },
+    Stream {
+        content_type: Option<String>,
+        body: mpsc::Receiver<Frame<Bytes>>,
+    },
+}
+
+/// A failed invocation as its caller gets it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// `function`, `timeout`, `crash` or `init`.
+    pub kind: &'static str,
+    pub body: Bytes,
 }
 
 /// What the pool asks of a slot's supervisor.
@@ -201,6 +243,8 @@ pub struct Pool {
     owns_processes: bool,
     events: Vec<mpsc::UnboundedSender<SlotEvent>>,
     ready: watch::Sender<bool>,
+    /// [`Pool::in_flight`] as of the last change, so a stop waits for zero without polling.
+    in_flight: watch::Sender<usize>,
     output: report::Output,
 }
 
@@ -256,6 +300,7 @@ impl Pool {
             owns_processes,
             events: senders,
             ready: watch::channel(false).0,
+            in_flight: watch::channel(0).0,
             output,
         };
         (Arc::new(pool), receivers)
@@ -273,12 +318,14 @@ impl Pool {
 
     /// How many invocations are queued or running.
     pub fn in_flight(&self) -> usize {
-        let st = self.lock();
-        st.queue.len()
-            + st.slots
-                .iter()
-                .filter(|s| matches!(&s.phase, Phase::Busy(a) if a.reply.is_some()))
-                .count()
+        count_in_flight(&self.lock())
+    }
+
+    /// Completes once no invocation is queued or running (at once when none is).
+    pub async fn drained(&self) {
+        let mut in_flight = self.in_flight.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = in_flight.wait_for(|n| *n == 0).await;
     }
 
     /// Queues an invocation; refused when the runtime is stopping.
@@ -301,6 +348,7 @@ impl Pool {
             }
         }
         self.dispatch(&mut st);
+        self.refresh(&mut st);
         Ok(())
     }
 
@@ -384,6 +432,7 @@ impl Pool {
                 if let Some(reply) = a.reply.take() {
                     let _ = reply.send(Outcome::Stream { content_type, body });
                 }
+                self.refresh(&mut st);
                 Ok(())
             }
             Phase::Busy(_) => Err(RapiError::InvalidRequestId),
@@ -664,7 +713,11 @@ impl Pool {
         self.refresh(st);
     }
 
+    /// Publishes what follows from the state: every change to the queue or the slots ends here.
     fn refresh(&self, st: &mut State) {
+        let in_flight = count_in_flight(st);
+        self.in_flight
+            .send_if_modified(|n| std::mem::replace(n, in_flight) != in_flight);
         let ready = !st.stopping && st.slots.iter().all(|s| s.phase.initialised());
         self.ready
             .send_if_modified(|r| std::mem::replace(r, ready) != ready);
@@ -691,6 +744,16 @@ impl Pool {
         }
         .emit();
     }
+}
+
+/// Invocations queued or running whose caller still waits for the answer or is still being
+/// sent a streamed one: a stop waits for both, so no answer is cut short.
+fn count_in_flight(st: &State) -> usize {
+    st.queue.len()
+        + st.slots
+            .iter()
+            .filter(|s| matches!(&s.phase, Phase::Busy(a) if a.reply.is_some() || a.streaming))
+            .count()
 }
 
 fn first_failure(st: &State) -> Option<Bytes> {

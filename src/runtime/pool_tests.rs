@@ -130,3 +130,82 @@ fn stopping_refuses_new_invocations() {
     assert!(pool.submit(inv).is_err());
     assert_eq!(events[1].try_recv(), Ok(SlotEvent::Stop));
 }
+
+#[tokio::test(start_paused = true)]
+async fn drained_ends_when_the_last_invocation_does_without_polling() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    let mut next = pool.poll_next(0).expect("poll");
+    let (a, _a_out) = invocation("a");
+    let (b, _b_out) = invocation("b");
+    assert!(pool.submit(a).is_ok());
+    assert!(pool.submit(b).is_ok());
+    assert_eq!(delivered(&mut next).as_deref(), Some("a"));
+    pool.close();
+    let mut drained = std::pin::pin!(pool.drained());
+    // Paused time jumps ahead whenever nothing else can run: a minute passes at once.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), &mut drained)
+            .await
+            .is_err()
+    );
+    let answer = || Outcome::Response {
+        body: Bytes::new(),
+        content_type: None,
+    };
+    pool.complete(0, "a", answer()).expect("complete a");
+    assert!(futures::poll!(&mut drained).is_pending(), "b is queued");
+    let mut next = pool.poll_next(0).expect("poll again");
+    assert_eq!(delivered(&mut next).as_deref(), Some("b"));
+    assert!(futures::poll!(&mut drained).is_pending(), "b is running");
+    let before = tokio::time::Instant::now();
+    pool.complete(0, "b", answer()).expect("complete b");
+    drained.await;
+    // A wait that polled would have let paused time move on to its next poll.
+    assert_eq!(tokio::time::Instant::now(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_answer_holds_a_stop_until_it_ends() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    let mut next = pool.poll_next(0).expect("poll");
+    let (inv, _out) = invocation("s");
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(delivered(&mut next).as_deref(), Some("s"));
+    let mut drained = std::pin::pin!(pool.drained());
+    assert!(futures::poll!(&mut drained).is_pending());
+    let (_frames, body) = mpsc::channel(1);
+    pool.begin_stream(0, "s", None, body).expect("stream");
+    // The caller has the stream, but the handler is still writing it.
+    assert!(futures::poll!(&mut drained).is_pending());
+    assert_eq!(pool.in_flight(), 1);
+    pool.end_stream(0, "s");
+    assert!(futures::poll!(&mut drained).is_ready());
+    assert_eq!(pool.in_flight(), 0);
+}
+
+#[test]
+fn failures_are_named_as_callers_see_them() {
+    let kind = |outcome: Outcome| outcome.into_result().err().map(|f| f.kind);
+    let body = Bytes::from_static(b"{}");
+    let response = Outcome::Response {
+        body: body.clone(),
+        content_type: None,
+    };
+    assert_eq!(kind(response), None);
+    let function = Outcome::FunctionError { body: body.clone() };
+    assert_eq!(kind(function), Some("function"));
+    assert_eq!(kind(Outcome::Crash { body: body.clone() }), Some("crash"));
+    assert_eq!(kind(Outcome::InitError { body }), Some("init"));
+    let timeout = Outcome::Timeout {
+        after: Duration::from_secs(3),
+    };
+    assert_eq!(
+        timeout.into_result().err(),
+        Some(Failure {
+            kind: "timeout",
+            body: Bytes::from_static(b"Task timed out after 3.00 seconds"),
+        })
+    );
+}
