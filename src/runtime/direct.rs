@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::{
+    invocation::{Failure, Invocation, Outcome, Success, error_body},
     invoke_api::{checked_request_id, fresh_trace_id},
-    pool::{Failure, Invocation, Outcome, Pool, Success, error_body},
+    pool::Pool,
 };
 
 /// A handle on one runtime's pool of handler processes.

@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 
 use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
-    pool::{Failure, Invocation, Outcome, Pool, Success, error_body},
+    invocation::{Failure, Invocation, Outcome, Success, error_body},
+    pool::Pool,
 };
 
 /// The caller's request id, used as the Lambda request id when valid.

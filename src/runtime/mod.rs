@@ -14,6 +14,7 @@
 mod config;
 mod direct;
 mod http;
+mod invocation;
 mod invoke_api;
 mod pool;
 mod rapi;

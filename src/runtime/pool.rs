@@ -20,98 +20,10 @@ use bytes::Bytes;
 use hyper::body::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{invoke_api::timeout_message, report};
-
-/// One invocation as accepted by the invoke endpoint.
-#[derive(Debug)]
-pub struct Invocation {
-    pub request_id: String,
-    pub payload: Bytes,
-    pub trace_id: String,
-    pub client_context: Option<String>,
-    pub cognito_identity: Option<String>,
-    pub reply: oneshot::Sender<Outcome>,
-}
-
-/// What a `/next` hands to the handler.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub request_id: String,
-    pub payload: Bytes,
-    pub deadline_epoch_ms: u128,
-    pub trace_id: String,
-    pub client_context: Option<String>,
-    pub cognito_identity: Option<String>,
-}
-
-/// How one invocation ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Response {
-        body: Bytes,
-        content_type: Option<String>,
-    },
-    FunctionError {
-        body: Bytes,
-    },
-    Timeout {
-        after: Duration,
-    },
-    Crash {
-        body: Bytes,
-    },
-    InitError {
-        body: Bytes,
-    },
-    /// A streamed response: frames arrive as the handler writes them; a mid-stream error
-    /// ends it with Lambda's error trailers.
-    Stream {
-        content_type: Option<String>,
-        body: mpsc::Receiver<Frame<Bytes>>,
-    },
-}
-
-impl Outcome {
-    /// Splits the handler's result from a failure, named as callers see it. The one place the
-    /// failure kinds are named: the invoke endpoint's `X-Kfaas-Invoke-Error` and a direct
-    /// invocation's `DirectOutcome::Failed` both take them from here.
-    pub fn into_result(self) -> Result<Success, Failure> {
-        let (kind, body) = match self {
-            Self::Response { body, content_type } => {
-                return Ok(Success::Response { body, content_type });
-            }
-            Self::Stream { content_type, body } => {
-                return Ok(Success::Stream { content_type, body });
-            }
-            Self::FunctionError { body } => ("function", body),
-            Self::Timeout { after } => ("timeout", Bytes::from(timeout_message(after))),
-            Self::Crash { body } => ("crash", body),
-            Self::InitError { body } => ("init", body),
-        };
-        Err(Failure { kind, body })
-    }
-}
-
-/// The handler's result: an [`Outcome`] that is no failure.
-#[derive(Debug)]
-pub enum Success {
-    Response {
-        body: Bytes,
-        content_type: Option<String>,
-    },
-    Stream {
-        content_type: Option<String>,
-        body: mpsc::Receiver<Frame<Bytes>>,
-    },
-}
-
-/// A failed invocation as its caller gets it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// `function`, `timeout`, `crash` or `init`.
-    pub kind: &'static str,
-    pub body: Bytes,
-}
+use super::{
+    invocation::{Delivery, Invocation, Outcome, error_body},
+    report,
+};
 
 /// What the pool asks of a slot's supervisor.
 #[derive(Debug, PartialEq, Eq)]
@@ -769,11 +681,6 @@ fn fail_queue(st: &mut State, body: &Bytes) {
             .reply
             .send(Outcome::InitError { body: body.clone() });
     }
-}
-
-/// Lambda's error shape, for errors the runtime itself reports.
-pub fn error_body(error_type: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
 
 #[cfg(test)]

@@ -184,28 +184,3 @@ async fn a_streamed_answer_holds_a_stop_until_it_ends() {
     assert!(futures::poll!(&mut drained).is_ready());
     assert_eq!(pool.in_flight(), 0);
 }
-
-#[test]
-fn failures_are_named_as_callers_see_them() {
-    let kind = |outcome: Outcome| outcome.into_result().err().map(|f| f.kind);
-    let body = Bytes::from_static(b"{}");
-    let response = Outcome::Response {
-        body: body.clone(),
-        content_type: None,
-    };
-    assert_eq!(kind(response), None);
-    let function = Outcome::FunctionError { body: body.clone() };
-    assert_eq!(kind(function), Some("function"));
-    assert_eq!(kind(Outcome::Crash { body: body.clone() }), Some("crash"));
-    assert_eq!(kind(Outcome::InitError { body }), Some("init"));
-    let timeout = Outcome::Timeout {
-        after: Duration::from_secs(3),
-    };
-    assert_eq!(
-        timeout.into_result().err(),
-        Some(Failure {
-            kind: "timeout",
-            body: Bytes::from_static(b"Task timed out after 3.00 seconds"),
-        })
-    );
-}

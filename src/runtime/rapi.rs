@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 
 use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
-    pool::{Delivery, Outcome, Pool, RapiError, error_body},
+    invocation::{Delivery, Outcome, error_body},
+    pool::{Pool, RapiError},
     report, stream,
 };
 
