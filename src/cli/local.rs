@@ -26,8 +26,9 @@ pub struct Args {
     /// Do not print the JSON access-log lines.
     #[arg(long, env = "KFAAS_NO_ACCESS_LOG")]
     no_access_log: bool,
-    /// Threads serving requests, each with the connections it accepted (default: one per two
-    /// cores; the machine is shared with the function instances and, usually, the client).
+    /// Threads serving requests, each with the connections it accepted (default: one; a
+    /// `lambda` function's runtime lives on one of them, and a call arriving on another thread
+    /// costs two cross-thread wake-ups, ~+50 % latency at concurrency 1).
     #[arg(long, env = "KFAAS_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Requests a function may hold waiting for a free instance before new ones get 503.
@@ -73,10 +74,10 @@ pub fn run(args: Args) -> ExitCode {
         kfaas_bin,
         access_log: !args.no_access_log,
         max_held_requests: args.max_held_requests,
-        // One per two cores: `kfaas local` shares the machine with its function instances and
-        // usually the client. On 2 cores, one thread served 14 % more requests than two, at
-        // half the p99 (docs/benchmarks.md).
-        serving_threads: super::serving_threads(args.worker_threads, 2),
+        // One unless asked (examples/hello at concurrency 1: p50 127 µs on the runtime's
+        // thread, 185-201 µs from another). One thread proxies ~80k req/s, more than a local
+        // loop needs.
+        serving_threads: super::local_serving_threads(args.worker_threads),
         host_env: HostEnv::from_process(&args.pass_env),
     };
     let runtime = match super::control_runtime() {

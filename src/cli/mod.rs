@@ -68,6 +68,13 @@ fn serving_threads(flag: Option<usize>, cores_per_thread: usize) -> usize {
     .max(1)
 }
 
+/// Threads serving requests in `kfaas local` (`--worker-threads`): one unless set, whatever the
+/// cores, because each `lambda` instance's runtime lives on one serving thread and a call
+/// arriving on another pays two cross-thread wake-ups (docs/benchmarks.md).
+fn local_serving_threads(flag: Option<usize>) -> usize {
+    flag.unwrap_or(1).max(1)
+}
+
 /// The runtime of a gateway's control work (config, scaling, instances, admin), which is light:
 /// requests are served on threads of their own (`gateway::server::serve`).
 fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -79,7 +86,7 @@ fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 #[cfg(test)]
 mod tests {
-    use super::serving_threads;
+    use super::{local_serving_threads, serving_threads};
 
     #[test]
     fn serving_threads_follow_the_flag_or_the_cores_and_are_at_least_one() {
@@ -89,5 +96,12 @@ mod tests {
         assert_eq!(serving_threads(None, 1), cores);
         assert_eq!(serving_threads(None, 2), (cores / 2).max(1));
         assert_eq!(serving_threads(None, usize::MAX), 1);
+    }
+
+    #[test]
+    fn kfaas_local_serves_on_one_thread_unless_told() {
+        assert_eq!(local_serving_threads(None), 1);
+        assert_eq!(local_serving_threads(Some(4)), 4);
+        assert_eq!(local_serving_threads(Some(0)), 1);
     }
 }
