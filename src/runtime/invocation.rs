@@ -60,8 +60,9 @@ pub enum Outcome {
 
 impl Outcome {
     /// Splits the handler's result from a failure, named as callers see it. The one place the
-    /// failure kinds are named: the invoke endpoint's `X-Kfaas-Invoke-Error` and a direct
-    /// invocation's `DirectOutcome::Failed` both take them from here.
+    /// failure kinds of a finished invocation are named: the invoke endpoint's
+    /// `X-Kfaas-Invoke-Error` and a direct invocation's `DirectOutcome::Failed` both take them
+    /// from here. (A stream that fails midway names its kind in its trailers, `stream.rs`.)
     pub fn into_result(self) -> Result<Success, Failure> {
         let (kind, body) = match self {
             Self::Response { body, content_type } => {

@@ -340,8 +340,11 @@ impl Pool {
         let mut st = self.lock();
         match &mut st.slots[slot].phase {
             Phase::Busy(a) if a.request_id == request_id && !a.streaming => {
-                a.streaming = true;
+                // A stream begun after its caller was answered (a timeout in sidecar mode) goes
+                // nowhere: it is dropped, and neither counts as in flight (a stop would wait on
+                // it with no deadline left) nor reports its end a second time.
                 if let Some(reply) = a.reply.take() {
+                    a.streaming = true;
                     let _ = reply.send(Outcome::Stream { content_type, body });
                 }
                 self.refresh(&mut st);

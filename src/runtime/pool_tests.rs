@@ -184,3 +184,26 @@ async fn a_streamed_answer_holds_a_stop_until_it_ends() {
     assert!(futures::poll!(&mut drained).is_ready());
     assert_eq!(pool.in_flight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_begun_after_a_sidecar_timeout_does_not_hold_a_stop() {
+    // Sidecar mode: the pool does not own the handler, so a timeout answers the caller and
+    // leaves the slot busy until the handler answers late.
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, false);
+    pool.process_started(0, None);
+    let mut next = pool.poll_next(0).expect("poll");
+    let (inv, mut out) = invocation("late");
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(delivered(&mut next).as_deref(), Some("late"));
+    assert!(!pool.expire(0, "late"), "sidecar mode kills nothing");
+    assert!(matches!(out.try_recv(), Ok(Outcome::Timeout { .. })));
+    assert_eq!(pool.in_flight(), 0);
+    // The handler begins its answer after all: nobody waits for it.
+    let (_frames, body) = mpsc::channel(1);
+    pool.begin_stream(0, "late", None, body)
+        .expect("late stream");
+    assert_eq!(pool.in_flight(), 0);
+    pool.close();
+    let mut drained = std::pin::pin!(pool.drained());
+    assert!(futures::poll!(&mut drained).is_ready());
+}
