@@ -538,9 +538,14 @@ impl Pool {
         action
     }
 
-    /// Takes no new invocations; those queued or running go on.
+    /// Takes no new invocations; those queued or running go on. Queued ones whose caller has
+    /// gone are dropped now: only a `/next` would drop them otherwise, and a stop waiting for
+    /// them would wait for a handler that may never ask again.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue.retain(|invocation| !invocation.reply.is_closed());
+        self.refresh(&mut st);
     }
 
     /// Refuses new invocations and asks every supervisor to stop its process.

@@ -207,3 +207,23 @@ async fn a_stream_begun_after_a_sidecar_timeout_does_not_hold_a_stop() {
     let mut drained = std::pin::pin!(pool.drained());
     assert!(futures::poll!(&mut drained).is_ready());
 }
+
+#[tokio::test(start_paused = true)]
+async fn closing_drops_queued_invocations_whose_caller_has_gone() {
+    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
+    pool.process_started(0, None);
+    // No handler polls: both wait in the queue.
+    let (gone, gone_out) = invocation("gone");
+    let (waiting, _waiting_out) = invocation("waiting");
+    assert!(pool.submit(gone).is_ok());
+    assert!(pool.submit(waiting).is_ok());
+    drop(gone_out);
+    assert_eq!(pool.in_flight(), 2);
+    pool.close();
+    // The one whose caller still waits stays, and holds the stop.
+    assert_eq!(pool.in_flight(), 1);
+    let mut drained = std::pin::pin!(pool.drained());
+    assert!(futures::poll!(&mut drained).is_pending());
+    let mut next = pool.poll_next(0).expect("poll");
+    assert_eq!(delivered(&mut next).as_deref(), Some("waiting"));
+}
