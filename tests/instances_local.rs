@@ -422,3 +422,35 @@ async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcome
         "a stopped runtime takes no invocation"
     );
 }
+
+#[tokio::test]
+async fn a_direct_invocation_of_a_stream_that_fails_midway_answers_the_failure() {
+    let (instances, _capture) = manager();
+    let key = FunctionKey::new("default", "streamer");
+    instances.set_functions(vec![node_fn("streamer", "handlers.stream")]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
+    let direct = ready[0].direct.clone().expect("a direct invoker");
+
+    // A whole stream is gathered into the result.
+    let Ok(DirectOutcome::Result(body)) = direct.invoke("whole", Bytes::from_static(b"{}")).await
+    else {
+        panic!("a result")
+    };
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(body.lines().count(), 3, "{body}");
+    assert!(body.starts_with("chunk 0 "), "{body}");
+
+    // One that fails after its chunks answers the failure, not the chunks sent before it.
+    let outcome = direct
+        .invoke("broken", Bytes::from_static(br#"{"fail":true}"#))
+        .await;
+    let Ok(DirectOutcome::Failed { kind, body }) = outcome else {
+        panic!("a failure, got {outcome:?}")
+    };
+    assert_eq!(kind, "function");
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(error["errorMessage"], "mid-stream boom");
+    instances.shutdown().await;
+}

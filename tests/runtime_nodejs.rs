@@ -462,6 +462,47 @@ async fn a_mid_stream_error_ends_the_stream_with_lambdas_trailers() {
 }
 
 #[tokio::test]
+async fn a_caller_that_answers_whole_bodies_gets_a_mid_stream_error_as_the_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = node("handlers.stream", &[]).await;
+    // The gateway's ask: `x-kfaas-response-mode: buffered`, no trailers read.
+    let send = |event: &'static str| {
+        let addr = rt.addr;
+        async move {
+            let request = format!(
+                "POST {} HTTP/1.1\r\nhost: x\r\nx-kfaas-response-mode: buffered\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{event}",
+                support::INVOKE_PATH,
+                event.len()
+            );
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await.expect("read");
+            String::from_utf8_lossy(&raw).to_ascii_lowercase()
+        }
+    };
+    let whole = send("{}").await;
+    assert!(whole.starts_with("http/1.1 200"), "{whole}");
+    assert!(!whole.contains("x-kfaas-invoke-error"), "{whole}");
+    assert!(
+        !whole.contains("transfer-encoding: chunked"),
+        "gathered: {whole}"
+    );
+    assert!(whole.contains("chunk 2"), "{whole}");
+
+    let broken = send(r#"{"fail":true}"#).await;
+    assert!(
+        broken.contains("x-kfaas-invoke-error: function"),
+        "{broken}"
+    );
+    assert!(broken.contains("mid-stream boom"), "{broken}");
+    assert!(
+        !broken.contains("chunk 0"),
+        "the cut body is not the answer: {broken}"
+    );
+}
+
+#[tokio::test]
 async fn an_init_that_never_finishes_is_cut_off() {
     let code = fixture("node-hang");
     let rt = Runtime::start(&[

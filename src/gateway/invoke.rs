@@ -110,12 +110,18 @@ impl Invoker {
         event: Bytes,
     ) -> Result<LambdaOutcome, InvokeError> {
         const REQUEST_ID: HeaderName = HeaderName::from_static("x-kfaas-request-id");
+        // The gateway answers whole bodies and reads no trailers: the runtime gathers a streamed
+        // answer, so one that fails midway comes back as that failure.
+        const RESPONSE_MODE: HeaderName = HeaderName::from_static("x-kfaas-response-mode");
         let mut request = Request::post(INVOKE_PATH)
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(event))
             .map_err(|e| InvokeError::Connect(e.to_string()))?;
         request.headers_mut().insert(header::HOST, host_value(addr));
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
+        request
+            .headers_mut()
+            .insert(RESPONSE_MODE, HeaderValue::from_static("buffered"));
         let (parts, body) = request.into_parts();
         let response = self
             .pool()

@@ -5,13 +5,14 @@
 
 use std::{hash::Hash, sync::Arc};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{
     invocation::{Failure, Invocation, Outcome, Success, error_body},
     invoke_api::{checked_request_id, fresh_trace_id},
     pool::Pool,
+    stream::gather,
 };
 
 /// A handle on one runtime's pool of handler processes.
@@ -62,17 +63,12 @@ impl DirectInvoker {
         });
         Ok(match outcome.into_result() {
             Ok(Success::Response { body, .. }) => DirectOutcome::Result(body),
-            // The gateway answers whole bodies: a streamed result is gathered, as the invoke
-            // endpoint's caller gathers it.
-            Ok(Success::Stream { mut body, .. }) => {
-                let mut gathered = BytesMut::new();
-                while let Some(frame) = body.recv().await {
-                    if let Ok(data) = frame.into_data() {
-                        gathered.extend_from_slice(&data);
-                    }
-                }
-                DirectOutcome::Result(gathered.freeze())
-            }
+            // The gateway answers whole bodies: a streamed result is gathered, and a stream that
+            // failed midway answers its failure, not a cut body.
+            Ok(Success::Stream { body, .. }) => match gather(body).await {
+                Ok(body) => DirectOutcome::Result(body),
+                Err(Failure { kind, body }) => DirectOutcome::Failed { kind, body },
+            },
             Err(Failure { kind, body }) => DirectOutcome::Failed { kind, body },
         })
     }

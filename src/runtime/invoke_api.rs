@@ -16,13 +16,17 @@ use super::{
     http::{self as h, Body, BodyError, MAX_PAYLOAD},
     invocation::{Failure, Invocation, Outcome, Success, error_body},
     pool::Pool,
+    stream::gather,
 };
 
 /// The caller's request id, used as the Lambda request id when valid.
 pub const REQUEST_ID_HEADER: &str = "x-kfaas-request-id";
 /// The kind of failure, on every non-success.
 pub const INVOKE_ERROR_HEADER: &str = "x-kfaas-invoke-error";
-/// Set to `streaming` on a streamed response (Lambda response streaming).
+/// Set to `streaming` on a streamed response (Lambda response streaming). A caller that answers
+/// whole bodies (the gateway) sends it as `buffered`: a streamed answer is then gathered here,
+/// and one that fails midway is answered as that failure, which a caller that reads no
+/// trailers could not tell from a short body.
 pub const STREAM_HEADER: &str = "x-kfaas-response-mode";
 
 pub struct InvokeContext {
@@ -99,6 +103,9 @@ async fn invoke(ctx: &InvokeContext, req: Request<Incoming>) -> Response<Body> {
     let id = request_id(headers);
     let trace = trace_id(headers);
     let cc = client_context(headers);
+    let buffered = headers
+        .get(STREAM_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"buffered"));
     let payload = match h::read_body(req.into_body(), MAX_PAYLOAD).await {
         Ok(body) => body,
         Err(BodyError::TooLarge(limit)) => {
@@ -149,7 +156,14 @@ async fn invoke(ctx: &InvokeContext, req: Request<Incoming>) -> Response<Body> {
             "the invocation was lost by the runtime",
         ),
     });
-    with_id(render(outcome), &id)
+    let response = match outcome {
+        Outcome::Stream { content_type, body } if buffered => match gather(body).await {
+            Ok(body) => render(Outcome::Response { body, content_type }),
+            Err(failure) => failed(failure),
+        },
+        outcome => render(outcome),
+    };
+    with_id(response, &id)
 }
 
 fn with_id(mut response: Response<Body>, id: &str) -> Response<Body> {

@@ -9,6 +9,7 @@
 //! `crash`. Streams may carry up to 20 MiB, Lambda's soft limit.
 
 use base64::Engine;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{
     http::Body,
+    invocation::{Failure, error_body},
     pool::Pool,
     rapi::{accepted, refused},
 };
@@ -84,6 +86,44 @@ pub async fn relay(
     accepted()
 }
 
+/// Gathers a streamed answer whole, for a caller that answers whole bodies: the body, or the
+/// failure its trailers carry when the stream failed midway (never the part sent before it).
+pub async fn gather(mut body: mpsc::Receiver<Frame<Bytes>>) -> Result<Bytes, Failure> {
+    let mut gathered = BytesMut::new();
+    while let Some(frame) = body.recv().await {
+        match frame.into_data() {
+            Ok(data) => gathered.extend_from_slice(&data),
+            Err(frame) => {
+                if let Some(failure) = frame.into_trailers().ok().and_then(|t| trailer_failure(&t))
+                {
+                    return Err(failure);
+                }
+            }
+        }
+    }
+    Ok(gathered.freeze())
+}
+
+/// The failure a stream's trailers carry, as a finished invocation's [`Failure`] would name it;
+/// `None` when the stream ended well. A caller that gathers a stream answers this failure, not
+/// the part of the body sent before it.
+pub(super) fn trailer_failure(trailers: &HeaderMap) -> Option<Failure> {
+    let kind = match trailers.get(super::INVOKE_ERROR_HEADER)?.as_bytes() {
+        b"crash" => "crash",
+        b"timeout" => "timeout",
+        b"init" => "init",
+        _ => "function",
+    };
+    let (error_type, body) = trailer_error(trailers).unwrap_or_default();
+    // A handler's error body is Lambda's JSON already; a runtime's own is a message.
+    let body = if serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v.is_object()) {
+        Bytes::from(body)
+    } else {
+        error_body(&error_type, &body)
+    };
+    Some(Failure { kind, body })
+}
+
 /// The error a handler reported in its trailers, if any: (type, message or raw body).
 fn trailer_error(trailers: &HeaderMap) -> Option<(String, String)> {
     let error_type = trailers.get(ERROR_TYPE)?.to_str().ok()?.to_owned();
@@ -126,5 +166,24 @@ mod tests {
         );
         assert_eq!(trailers["x-kfaas-invoke-error"], "function");
         assert_eq!(trailer_error(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn trailers_name_the_failure_a_gathered_stream_answers() {
+        let handler = error_trailers("Error", r#"{"errorMessage":"mid"}"#, "function");
+        assert_eq!(
+            trailer_failure(&handler),
+            Some(Failure {
+                kind: "function",
+                body: Bytes::from_static(br#"{"errorMessage":"mid"}"#),
+            })
+        );
+        let broke = error_trailers("Runtime.StreamError", "the response stream broke", "crash");
+        let failure = trailer_failure(&broke).expect("a failure");
+        assert_eq!(failure.kind, "crash");
+        let body: serde_json::Value = serde_json::from_slice(&failure.body).expect("json");
+        assert_eq!(body["errorType"], "Runtime.StreamError");
+        assert_eq!(body["errorMessage"], "the response stream broke");
+        assert_eq!(trailer_failure(&HeaderMap::new()), None);
     }
 }
