@@ -25,15 +25,16 @@
 //! 5. SIGTERM; only then does the client read, and it must get every byte, and kfaas local exit
 //!    cleanly after that.
 
+mod common;
+
 use std::{
     fs::OpenOptions,
-    io::{BufRead, BufReader, ErrorKind, Read, Write},
+    io::{ErrorKind, Read, Write},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use common::{LocalServer, repo};
 
 /// The probe's body: larger than what the sockets between the gateway and a client that does
 /// not read hold together (about 4 MB with Linux's default `tcp_wmem`), so that it fills them.
@@ -67,8 +68,9 @@ fn a_stop_writes_what_a_closing_connection_still_has_pending() {
 
 fn stop_with_an_answer_pending(close: bool) {
     let started = Instant::now();
-    let mut kfaas = Kfaas::start(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/graceful-stop"),
+    let mut kfaas = LocalServer::start(
+        &repo().join("tests/fixtures/graceful-stop"),
+        &["--no-access-log"],
     );
 
     // 1. What the sockets between the gateway and a client that reads nothing hold. (This also
@@ -214,7 +216,12 @@ fn request(kfaas: SocketAddr, path: &str, close: bool) -> TcpStream {
 /// client's receive queue: the client reads nothing meanwhile) once they have not changed for
 /// `quiet`. With `from` (what they held before), they may also not change at all: that counts
 /// once it has lasted `SETTLED`. Without it, they must hold something.
-fn settle(kfaas: &mut Kfaas, client: &TcpStream, from: Option<usize>, quiet: Duration) -> usize {
+fn settle(
+    kfaas: &mut LocalServer,
+    client: &TcpStream,
+    from: Option<usize>,
+    quiet: Duration,
+) -> usize {
     let ends = (kfaas.addr, client.local_addr().expect("local address"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
@@ -342,124 +349,5 @@ fn read_to_the_end(stream: &mut TcpStream) -> Vec<u8> {
                 return received;
             }
         }
-    }
-}
-
-/// A `kfaas local` process, started as `tests/common` starts one but kept as a `Child` here so
-/// that its exit status can be checked. Stopped on drop if it is still running.
-struct Kfaas {
-    child: Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    /// Held so that `--exit-with-parent` stops it if this test process dies.
-    _stdin: Option<std::process::ChildStdin>,
-}
-
-impl Kfaas {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kfaas"))
-            .arg("local")
-            .arg(dir)
-            .args(["--port", "0", "--exit-with-parent", "--no-access-log"])
-            .env("KFAAS_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kfaas local");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("lines").push(line);
-                }
-            });
-        }
-        let mut kfaas = Self {
-            _stdin: child.stdin.take(),
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-        };
-        // "kfaas local: serving DIR on http://ADDR (admin on http://ADDR)"
-        let serving = kfaas.wait_for_line(Duration::from_secs(30), |l| {
-            l.starts_with("kfaas local: serving ") && l.contains(" on http://")
-        });
-        kfaas.addr = serving
-            .split_once(" on http://")
-            .and_then(|(_, rest)| rest.split_once(' '))
-            .and_then(|(addr, _)| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {serving:?}"));
-        kfaas
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    /// Waits until a line printed on stdout or stderr satisfies `want`.
-    fn wait_for_line(&mut self, limit: Duration, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.lines.lock().expect("lines").iter().find(|l| want(l)) {
-                return line.clone();
-            }
-            if let Some(status) = self.exit_status() {
-                panic!("kfaas local exited with {status}: {:?}", self.lines());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no such line within {limit:?}: {:?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-    }
-
-    fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exit_status() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kfaas local did not exit within {limit:?} of the stop: {:?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Kfaas {
-    /// A stop as Ctrl-C's (so that it stops its instances), then a kill if that did not do.
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        self.signal(nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use kfaas::runtime::DirectOutcome;
 use kfaas::{
-    backend::{Backend, BackendError, FunctionKey, ReadyInstances},
+    backend::{Backend, BackendError, FunctionKey, Instance, ReadyInstances},
     local::{
         instance_env::HostEnv,
         instances::{LocalFunctionSpec, LocalInstances, OutputSink},
@@ -102,6 +102,20 @@ async fn wait_ready(
     matched.unwrap_or_else(|| panic!("ready set never matched; now {:?}", *rx.borrow()))
 }
 
+/// Defines `spec` as the only function, scales it to one instance and waits for it (20 s); the
+/// ready set's receiver is returned too, for what the test waits for next.
+async fn one_instance(
+    instances: &LocalInstances,
+    spec: LocalFunctionSpec,
+) -> (watch::Receiver<ReadyInstances>, Instance) {
+    let key = spec.key.clone();
+    instances.set_functions(vec![spec]);
+    let mut rx = instances.ready_instances(&key).expect("known");
+    instances.scale(&key, 1).expect("scale");
+    let instance = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    (rx, instance)
+}
+
 #[tokio::test]
 async fn zero_to_one_on_demand_then_scale_to_zero() {
     let (instances, capture) = manager();
@@ -173,13 +187,10 @@ async fn n_instances_and_back_down() {
 async fn graceful_stop_loses_no_in_flight_invocation() {
     let (instances, capture) = manager();
     let key = FunctionKey::new("default", "drain");
-    instances.set_functions(vec![node_fn("drain", "handlers.sleep")]);
-    let mut rx = instances.ready_instances(&key).expect("known");
-    instances.scale(&key, 1).expect("scale");
-    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
-    let addr = ready[0].addr;
+    let (rx, instance) = one_instance(&instances, node_fn("drain", "handlers.sleep")).await;
+    let addr = instance.addr;
     // Invoked as the gateway invokes it: directly.
-    let direct = ready[0].direct.clone().expect("a direct invoker");
+    let direct = instance.direct.clone().expect("a direct invoker");
     let slow = tokio::spawn(async move {
         direct
             .invoke("in-flight", Bytes::from_static(br#"{"ms":800}"#))
@@ -248,11 +259,7 @@ fn kill_hard(pid: u64) {
 #[tokio::test]
 async fn a_lambda_instance_whose_handler_dies_starts_another_handler() {
     let (instances, _capture) = manager();
-    let key = FunctionKey::new("default", "phoenix");
-    instances.set_functions(vec![node_fn("phoenix", "handlers.info")]);
-    let mut rx = instances.ready_instances(&key).expect("known");
-    instances.scale(&key, 1).expect("scale");
-    let instance = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await[0].clone();
+    let (rx, instance) = one_instance(&instances, node_fn("phoenix", "handlers.info")).await;
     let first = support::invoke(instance.addr, "{}", None).await;
     let pid = first.ok()["pid"].as_u64().expect("the handler's pid");
     kill_hard(pid);
@@ -389,11 +396,8 @@ async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcome
     let key = FunctionKey::new("default", "direct");
     let mut spec = node_fn("direct", "handlers.info");
     spec.timeout = Duration::from_secs(1);
-    instances.set_functions(vec![spec]);
-    let mut rx = instances.ready_instances(&key).expect("known");
-    instances.scale(&key, 1).expect("scale");
-    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
-    let direct = ready[0].direct.clone().expect("a direct invoker");
+    let (_rx, instance) = one_instance(&instances, spec).await;
+    let direct = instance.direct.clone().expect("a direct invoker");
 
     let result = invoke_json(&direct, "direct-1", Bytes::from_static(br#"{"n":7}"#)).await;
     assert_eq!(result["event"]["n"], 7);
@@ -426,12 +430,8 @@ async fn a_lambda_instance_is_invoked_directly_with_the_invoke_endpoints_outcome
 #[tokio::test]
 async fn a_direct_invocation_of_a_stream_that_fails_midway_answers_the_failure() {
     let (instances, _capture) = manager();
-    let key = FunctionKey::new("default", "streamer");
-    instances.set_functions(vec![node_fn("streamer", "handlers.stream")]);
-    let mut rx = instances.ready_instances(&key).expect("known");
-    instances.scale(&key, 1).expect("scale");
-    let ready = wait_ready(&mut rx, Duration::from_secs(20), |r| r.len() == 1).await;
-    let direct = ready[0].direct.clone().expect("a direct invoker");
+    let (_rx, instance) = one_instance(&instances, node_fn("streamer", "handlers.stream")).await;
+    let direct = instance.direct.clone().expect("a direct invoker");
 
     // A whole stream is gathered into the result.
     let Ok(DirectOutcome::Result(body)) = direct.invoke("whole", Bytes::from_static(b"{}")).await

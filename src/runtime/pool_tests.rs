@@ -19,6 +19,25 @@ fn delivered(rx: &mut oneshot::Receiver<Delivery>) -> Option<String> {
     rx.try_recv().ok().map(|d| d.request_id)
 }
 
+/// A one-slot pool (3 s timeout) whose handler is running invocation `id`; its slot events and
+/// the invocation's caller end are returned to be kept.
+fn running(
+    owns_processes: bool,
+    id: &str,
+) -> (
+    Arc<Pool>,
+    Vec<mpsc::UnboundedReceiver<SlotEvent>>,
+    oneshot::Receiver<Outcome>,
+) {
+    let (pool, events) = Pool::new(1, Duration::from_secs(3), 128, owns_processes);
+    pool.process_started(0, None);
+    let mut next = pool.poll_next(0).expect("poll");
+    let (inv, out) = invocation(id);
+    assert!(pool.submit(inv).is_ok());
+    assert_eq!(delivered(&mut next).as_deref(), Some(id));
+    (pool, events, out)
+}
+
 #[test]
 fn invocations_wait_for_a_poll_and_complete() {
     let (pool, mut events) = Pool::new(1, Duration::from_secs(3), 128, true);
@@ -167,12 +186,7 @@ async fn drained_ends_when_the_last_invocation_does_without_polling() {
 
 #[tokio::test(start_paused = true)]
 async fn a_streamed_answer_holds_a_stop_until_it_ends() {
-    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, true);
-    pool.process_started(0, None);
-    let mut next = pool.poll_next(0).expect("poll");
-    let (inv, _out) = invocation("s");
-    assert!(pool.submit(inv).is_ok());
-    assert_eq!(delivered(&mut next).as_deref(), Some("s"));
+    let (pool, _events, _out) = running(true, "s");
     let mut drained = std::pin::pin!(pool.drained());
     assert!(futures::poll!(&mut drained).is_pending());
     let (_frames, body) = mpsc::channel(1);
@@ -189,12 +203,7 @@ async fn a_streamed_answer_holds_a_stop_until_it_ends() {
 async fn a_stream_begun_after_a_sidecar_timeout_does_not_hold_a_stop() {
     // Sidecar mode: the pool does not own the handler, so a timeout answers the caller and
     // leaves the slot busy until the handler answers late.
-    let (pool, _events) = Pool::new(1, Duration::from_secs(3), 128, false);
-    pool.process_started(0, None);
-    let mut next = pool.poll_next(0).expect("poll");
-    let (inv, mut out) = invocation("late");
-    assert!(pool.submit(inv).is_ok());
-    assert_eq!(delivered(&mut next).as_deref(), Some("late"));
+    let (pool, _events, mut out) = running(false, "late");
     assert!(!pool.expire(0, "late"), "sidecar mode kills nothing");
     assert!(matches!(out.try_recv(), Ok(Outcome::Timeout { .. })));
     assert_eq!(pool.in_flight(), 0);
